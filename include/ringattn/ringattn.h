@@ -1,0 +1,160 @@
+/*
+ * ringattn: exact attention over sequences sharded across ranks.
+ *
+ * This is the C ABI. Every function returns a ringattn_status_t and never throws, aborts or
+ * exits; on failure ringattn_get_last_error() returns a thread-local message naming the argument
+ * (and the rank, for distributed calls) that was wrong.
+ *
+ * Tensor layouts (all strides are int64 ELEMENT strides; the last dimension must be contiguous):
+ *   Fixed length:   Q  [B, S, Hq,  D]      K, V  [B, S, Hkv, D]      O like Q
+ *                   LSE float32 [B, Hq, S]
+ *   Packed varlen:  Q  [T, Hq,  D]         K, V  [T, Hkv, D]         O like Q
+ *                   LSE float32 [Hq, T]
+ *                   with params.cu_seqlens = B+1 int64 offsets (host memory) of the packed batch.
+ * In distributed calls S (or T) is the rank's LOCAL length; for packed calls cu_seqlens always
+ * describes the GLOBAL packed batch and each sequence is sharded on its own by the scheme.
+ *
+ * LSE is the natural-log sum of exp(scale * q.k) over the keys a row sees. A row that sees no key
+ * has LSE = -inf and output 0 (never NaN).
+ *
+ * dtypes: float32, float16, bfloat16 in and out; accumulation is always float32. Gradients are
+ * returned in the dtype of their input.
+ *
+ * GQA/MQA: Hq % Hkv == 0; query head h reads kv head h / (Hq / Hkv).
+ * Head dims: 32..256 in steps of 8 on the CPU backend; a backend that cannot run a head dim
+ * returns RINGATTN_ERROR_UNSUPPORTED.
+ *
+ * Masks are computed from global positions: causal (key position <= query position) and a sliding
+ * window (left, right): a query at position p sees keys in [p - left, p + right]; -1 is unbounded.
+ * Causal is the same as right = 0.
+ */
+#ifndef RINGATTN_RINGATTN_H_
+#define RINGATTN_RINGATTN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RINGATTN_VERSION_MAJOR 0
+#define RINGATTN_VERSION_MINOR 1
+#define RINGATTN_VERSION_PATCH 0
+#define RINGATTN_VERSION_CODE \
+  (RINGATTN_VERSION_MAJOR * 10000 + RINGATTN_VERSION_MINOR * 100 + RINGATTN_VERSION_PATCH)
+
+#if defined(_WIN32)
+#define RINGATTN_API __declspec(dllexport)
+#else
+#define RINGATTN_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ringattn_status {
+  RINGATTN_SUCCESS = 0,
+  /* Invalid input: the call was wrong. */
+  RINGATTN_ERROR_INVALID_ARGUMENT = 1, /* a bad value: negative size, bad window, bad enum... */
+  RINGATTN_ERROR_NULL_POINTER = 2,     /* a required pointer was NULL */
+  RINGATTN_ERROR_SHAPE_MISMATCH = 3,   /* tensors disagree, or Hq % Hkv != 0 */
+  RINGATTN_ERROR_BAD_STRIDE = 4,       /* negative stride or non-contiguous last dimension */
+  /* Valid input that this build, backend or device cannot run. */
+  RINGATTN_ERROR_UNSUPPORTED = 5, /* head dim, dtype, architecture, backend not built */
+  /* Runtime failures. */
+  RINGATTN_ERROR_OUT_OF_MEMORY = 6,
+  RINGATTN_ERROR_CUDA = 7,     /* a CUDA runtime / cuBLAS call failed (named in the message) */
+  RINGATTN_ERROR_COMM = 8,     /* a transport (MPI / NCCL) call failed */
+  RINGATTN_ERROR_TIMEOUT = 9,  /* a peer did not answer within the timeout */
+  RINGATTN_ERROR_MISMATCH = 10, /* ranks disagree on the problem */
+  RINGATTN_ERROR_INTERNAL = 11
+} ringattn_status_t;
+
+typedef enum ringattn_dtype {
+  RINGATTN_FLOAT32 = 0,
+  RINGATTN_FLOAT16 = 1,
+  RINGATTN_BFLOAT16 = 2
+} ringattn_dtype_t;
+
+typedef enum ringattn_backend {
+  RINGATTN_BACKEND_CPU = 0,
+  RINGATTN_BACKEND_CUDA = 1
+} ringattn_backend_t;
+
+/* How a sequence is split over P ranks (DESIGN.md). */
+typedef enum ringattn_scheme {
+  RINGATTN_SCHEME_CONTIGUOUS = 0, /* rank r holds [r*S/P, (r+1)*S/P) */
+  RINGATTN_SCHEME_ZIGZAG = 1,     /* 2P chunks; rank r holds chunk r then chunk 2P-1-r */
+  RINGATTN_SCHEME_STRIPED = 2     /* token t lives on rank t mod P */
+} ringattn_scheme_t;
+
+/* Non-owning tensor descriptor. ndim is 4 ([B,S,H,D]), 3 ([T,H,D] packed, or LSE [B,H,S]) or
+ * 2 (packed LSE [H,T]). strides[i] is the element stride of dimension i; strides[ndim-1] == 1. */
+typedef struct ringattn_tensor {
+  void* data;
+  ringattn_dtype_t dtype;
+  int32_t ndim;
+  int64_t shape[4];
+  int64_t strides[4];
+} ringattn_tensor_t;
+
+/* Attention options. Always initialize with RINGATTN_ATTN_PARAMS_INIT so that fields added in
+ * later versions get their defaults. */
+typedef struct ringattn_attn_params {
+  size_t struct_size;    /* sizeof(ringattn_attn_params_t), set by the initializer */
+  float softmax_scale;   /* <= 0 means 1/sqrt(D) */
+  int32_t causal;        /* nonzero: key position <= query position */
+  int64_t window_left;   /* sliding window; -1 = unbounded */
+  int64_t window_right;  /* sliding window; -1 = unbounded */
+  ringattn_scheme_t scheme;    /* distributed calls: how the sequence is sharded */
+  const int64_t* cu_seqlens;   /* packed calls: B+1 offsets of the GLOBAL packed batch (host) */
+  int64_t num_seqs;            /* packed calls: B; 0 for fixed-length tensors */
+} ringattn_attn_params_t;
+
+#define RINGATTN_ATTN_PARAMS_INIT \
+  { sizeof(ringattn_attn_params_t), 0.0f, 0, -1, -1, RINGATTN_SCHEME_CONTIGUOUS, NULL, 0 }
+
+/* ---- errors and version ---------------------------------------------------------------- */
+
+/* A static string naming the code ("RINGATTN_ERROR_NULL_POINTER: ..."). Never NULL. */
+RINGATTN_API const char* ringattn_status_string(ringattn_status_t status);
+/* The message of the last failed call on this thread ("" after a success). Never NULL. */
+RINGATTN_API const char* ringattn_get_last_error(void);
+/* Runtime version as RINGATTN_VERSION_CODE; may differ from the header's macro. */
+RINGATTN_API int ringattn_get_version(void);
+/* 1 if the backend was compiled into this library (CUDA also needs a device at run time). */
+RINGATTN_API int ringattn_backend_available(ringattn_backend_t backend);
+
+/* ---- single-process attention ------------------------------------------------------------ */
+
+/* Forward: O = softmax(scale * Q K^T + mask) V over the whole local sequence, and its LSE.
+ * q, k, v: inputs (same dtype); o: output, dtype of q; lse: float32 output, may be NULL.
+ * backend CPU: host pointers, stream ignored (pass NULL). backend CUDA: device pointers, work is
+ * enqueued on `stream` (a cudaStream_t, NULL = default stream) with no host synchronization. */
+RINGATTN_API ringattn_status_t ringattn_attention_forward(
+    const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+    ringattn_tensor_t* o, ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
+    ringattn_backend_t backend, void* stream);
+
+/* Backward: given dO, the forward's O and LSE, returns dQ, dK, dV (dtype of q).
+ * Delta = rowsum(dO * O) is computed inside in float32. All pointers required. */
+RINGATTN_API ringattn_status_t ringattn_attention_backward(
+    const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+    const ringattn_tensor_t* o, const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
+    ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+    const ringattn_attn_params_t* params, ringattn_backend_t backend, void* stream);
+
+/* ---- sharding helpers ---------------------------------------------------------------------- */
+
+/* Number of tokens rank `rank` of `world` holds of a sequence of `seq_len` tokens. */
+RINGATTN_API ringattn_status_t ringattn_shard_length(ringattn_scheme_t scheme, int64_t seq_len,
+                                                     int32_t world, int32_t rank,
+                                                     int64_t* local_len);
+/* positions[i] = global position (within its sequence) of local token i, for i < local_len. */
+RINGATTN_API ringattn_status_t ringattn_shard_positions(ringattn_scheme_t scheme, int64_t seq_len,
+                                                        int32_t world, int32_t rank,
+                                                        int64_t* positions, int64_t capacity);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* RINGATTN_RINGATTN_H_ */

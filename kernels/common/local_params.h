@@ -1,0 +1,62 @@
+// The plain parameter structs of one local attention call (one Q shard against one K/V block).
+// Filled once by the host (src/ or tests) and passed to the CPU or CUDA kernels by value.
+//
+// Layout of every tensor: [B, S, H, D] addressed as
+//   base + b * stride_b + s * stride_s + h * stride_h + d     (element strides, d contiguous)
+// Packed variable-length tensors are B = 1 with S = T; their sequences come from the PosMaps.
+// LSE / Delta (float32) are addressed as base + b * stride_b + h * stride_h + s.
+#pragma once
+
+#include <stdint.h>
+
+#include "mask.h"
+#include "positions.h"
+
+namespace ringattn {
+
+enum DType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+struct TensorRef {
+  void* data;
+  DType dtype;
+  int64_t stride_b, stride_s, stride_h;
+};
+
+struct RowStatRef {  // float32 [B, H, S] (LSE, Delta)
+  float* data;
+  int64_t stride_b, stride_h;
+};
+
+// How the forward writes its result.
+enum OutMode : int32_t {
+  kOutFinal = 0,        // O in o.dtype (normalized), LSE float32
+  kOutPartialF32 = 1,   // O float32 (normalized), LSE float32: one step's partial result
+  kOutMergeF32 = 2      // O float32 and LSE already hold a partial result: merge into them
+};
+
+struct FwdParams {
+  int64_t batch, sq, sk, hq, hkv, d;
+  TensorRef q, k, v;  // inputs, all of the same dtype
+  TensorRef o;        // dtype of q for kOutFinal; kF32 for the other modes
+  RowStatRef lse;     // may have data == nullptr for kOutFinal (LSE not wanted)
+  float scale;
+  MaskSpec mask;
+  PosMap q_pos, k_pos;  // positions of the sq query rows and the sk key rows
+  OutMode out_mode;
+};
+
+struct BwdParams {
+  int64_t batch, sq, sk, hq, hkv, d;
+  TensorRef q, k, v, dout;  // inputs (same dtype)
+  RowStatRef lse;           // forward LSE of the FULL attention (all key blocks), float32
+  RowStatRef delta;         // rowsum(dO * O), float32
+  TensorRef dq, dk, dv;     // outputs
+  // false: write dq/dk/dv in their dtype (overwrite).
+  // true: dq/dk/dv are float32 accumulators and this call adds its contribution.
+  bool accumulate;
+  float scale;
+  MaskSpec mask;
+  PosMap q_pos, k_pos;
+};
+
+}  // namespace ringattn

@@ -1,0 +1,34 @@
+// Local attention on the host: one Q shard against one K/V block (kernels/common/local_params.h).
+// No MPI, no CUDA. Multi-threaded with OpenMP over (batch, head, query block); O(S) memory.
+// Arguments are assumed valid: src/ validates before calling.
+#pragma once
+
+#include <stdint.h>
+
+#include "local_params.h"
+
+namespace ringattn {
+namespace cpu {
+
+// Fused blocked forward with online softmax. Writes O and LSE according to p.out_mode.
+void attention_forward(const FwdParams& p);
+
+// Backward for one (Q, K/V) pair given the full-attention LSE and Delta.
+void attention_backward(const BwdParams& p);
+
+// Delta[b, h, s] = sum_d dO[b, s, h, d] * O[b, s, h, d], float32.
+void compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
+                   const TensorRef& o, const RowStatRef& delta);
+
+// Merge a partial result (o2, lse2) into (o1, lse1), float32, -inf safe:
+//   L = logaddexp(L1, L2); O1 = exp(L1 - L) * O1 + exp(L2 - L) * O2; L1 = L.
+void merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
+                   const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2);
+
+// Copy/cast a [B, S, H, D] tensor between dtypes (float32 accumulators -> output dtype, or
+// inputs -> float32). Also used to zero-fill when src.data == nullptr.
+void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+             const TensorRef& dst);
+
+}  // namespace cpu
+}  // namespace ringattn

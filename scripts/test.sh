@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets up (apt packages, build) and runs the whole test suite: CPU unit and kernel tests, the
+# install/find_package test, distributed tests under mpirun, GPU tests (skipped without a GPU),
+# then the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# mpirun as root, and more ranks than cores, as the distributed tests need.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+
+start=$(date +%s)
+BUILD_DIR=build bash scripts/setup.sh
+ctest --test-dir build --output-on-failure --timeout 900
+
+if [[ "${RINGATTN_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  BUILD_DIR=build-asan bash scripts/setup.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DRINGATTN_SANITIZE=ON -DRINGATTN_ENABLE_CUDA=OFF -DRINGATTN_ENABLE_MPI=OFF \
+    -DRINGATTN_BUILD_EXAMPLES=OFF
+  # The install test links a plain consumer against the instrumented library: not meaningful here.
+  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -L cpu -E install_consumer \
+    --output-on-failure --timeout 900
+fi
+echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,59 @@
+// The compute-backend interface that the single-process API and the ring executor run over.
+// One implementation per kernels/ backend (backend_cpu.cpp, backend_cuda.cpp); the executor is
+// written once against this interface.
+//
+// All tensors are described with the structs of kernels/common/local_params.h. Pointers are host
+// pointers for the CPU backend and device pointers for the CUDA backend; PosMaps always point to
+// HOST memory here, valid only during the call (a backend that needs them elsewhere copies them
+// itself, stream-ordered, before it returns).
+// `stream` is the caller's stream (cudaStream_t for CUDA, ignored on the CPU); every call is
+// ordered on it and none synchronizes the host.
+#pragma once
+
+#include <stddef.h>
+
+#include "local_params.h"
+#include "status.h"
+
+namespace ringattn {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual ringattn_backend_t kind() const = 0;
+  virtual const char* name() const = 0;
+
+  // Can this backend run this head dim / dtype? Returns RINGATTN_ERROR_UNSUPPORTED with a message
+  // otherwise (the "can implement" check, made before anything runs).
+  virtual Status supports(int64_t head_dim, DType dtype) const = 0;
+
+  virtual Status forward(const FwdParams& p, void* stream) = 0;
+  virtual Status backward(const BwdParams& p, void* stream) = 0;
+  virtual Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d,
+                               const TensorRef& dout, const TensorRef& o,
+                               const RowStatRef& delta, void* stream) = 0;
+  virtual Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d,
+                               const TensorRef& o1, const RowStatRef& lse1,
+                               const TensorRef& o2, const RowStatRef& lse2, void* stream) = 0;
+  // Cast/copy [B, S, H, D]; src.data == nullptr zero-fills dst.
+  virtual Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                         const TensorRef& dst, void* stream) = 0;
+  // Fill a float32 row-statistics tensor [B, H, S] with a value (e.g. -inf for an empty LSE).
+  virtual Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst,
+                              float value, void* stream) = 0;
+
+  // Memory in this backend's address space (host or device), stream-ordered where the backend
+  // has streams (CUDA: cudaMallocAsync / cudaFreeAsync on `stream`, so no host synchronization).
+  // alloc returns nullptr on failure after setting the last error (RINGATTN_ERROR_OUT_OF_MEMORY).
+  virtual void* alloc(size_t bytes, void* stream) = 0;
+  virtual void free(void* ptr, void* stream) = 0;
+};
+
+// The backend singletons. cuda_backend() returns nullptr when the library was built without
+// CUDA; it sets RINGATTN_ERROR_UNSUPPORTED in that case.
+Backend* cpu_backend();
+Backend* cuda_backend();
+// Either of the above, with the error set if unavailable.
+Status get_backend(ringattn_backend_t kind, Backend** out);
+
+}  // namespace ringattn

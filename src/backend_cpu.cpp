@@ -1,0 +1,108 @@
+// The CPU backend: the Backend interface over kernels/cpu.
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "attention_cpu.h"
+#include "backend.h"
+
+namespace ringattn {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CPU; }
+  const char* name() const override { return "cpu"; }
+
+  Status supports(int64_t head_dim, DType dtype) const override {
+    if (head_dim < 32 || head_dim > 256 || head_dim % 8 != 0) {
+      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
+                        "cpu backend: head dim %lld is unsupported (32..256 in steps of 8)",
+                        static_cast<long long>(head_dim));
+    }
+    if (dtype != kF32 && dtype != kF16 && dtype != kBF16) {
+      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cpu backend: unsupported dtype");
+    }
+    return RINGATTN_SUCCESS;
+  }
+
+  Status forward(const FwdParams& p, void*) override {
+    cpu::attention_forward(p);
+    return RINGATTN_SUCCESS;
+  }
+  Status backward(const BwdParams& p, void*) override {
+    cpu::attention_backward(p);
+    return RINGATTN_SUCCESS;
+  }
+  Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
+                       const TensorRef& o, const RowStatRef& delta, void*) override {
+    cpu::compute_delta(batch, s, h, d, dout, o, delta);
+    return RINGATTN_SUCCESS;
+  }
+  Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
+                       const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
+                       void*) override {
+    cpu::merge_partial(batch, s, h, d, o1, lse1, o2, lse2);
+    return RINGATTN_SUCCESS;
+  }
+  Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                 const TensorRef& dst, void*) override {
+    cpu::convert(batch, s, h, d, src, dst);
+    return RINGATTN_SUCCESS;
+  }
+  Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
+                      void*) override {
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t hh = 0; hh < h; ++hh) {
+        float* row = dst.data + b * dst.stride_b + hh * dst.stride_h;
+        for (int64_t i = 0; i < s; ++i) row[i] = value;
+      }
+    }
+    return RINGATTN_SUCCESS;
+  }
+
+  void* alloc(size_t bytes, void*) override {
+    if (bytes == 0) bytes = 64;
+    // 64-byte alignment for vector loads; rounded up as aligned_alloc requires.
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (p == nullptr) {
+      set_errorf(RINGATTN_ERROR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
+    }
+    return p;
+  }
+  void free(void* ptr, void*) override { std::free(ptr); }
+};
+
+}  // namespace
+
+Backend* cpu_backend() {
+  static CpuBackend backend;
+  return &backend;
+}
+
+Status get_backend(ringattn_backend_t kind, Backend** out) {
+  *out = nullptr;
+  if (kind == RINGATTN_BACKEND_CPU) {
+    *out = cpu_backend();
+    return RINGATTN_SUCCESS;
+  }
+  if (kind == RINGATTN_BACKEND_CUDA) {
+    *out = cuda_backend();
+    return *out != nullptr ? RINGATTN_SUCCESS : RINGATTN_ERROR_UNSUPPORTED;
+  }
+  return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'backend' has an unknown value %d",
+                    static_cast<int>(kind));
+}
+
+}  // namespace ringattn
+
+extern "C" int ringattn_backend_available(ringattn_backend_t backend) {
+  if (backend == RINGATTN_BACKEND_CPU) return 1;
+  if (backend == RINGATTN_BACKEND_CUDA) {
+    const std::string saved = ringattn::last_error();
+    const int ok = ringattn::cuda_backend() != nullptr;
+    ringattn::set_error(RINGATTN_SUCCESS, saved);
+    return ok;
+  }
+  return 0;
+}

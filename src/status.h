@@ -1,0 +1,42 @@
+// Internal status handling: a Status value carried upward, a thread-local last-error message,
+// and one check macro per error source (file:line and the failing call recorded once).
+#pragma once
+
+#include <string>
+
+#include "ringattn/ringattn.h"
+
+namespace ringattn {
+
+using Status = ringattn_status_t;
+
+// Record `msg` as this thread's last error and return `code`.
+Status set_error(Status code, const std::string& msg);
+// printf-style variant.
+Status set_errorf(Status code, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+// Clear the last error (called on entry of every C API function).
+void clear_error();
+const char* last_error();
+
+}  // namespace ringattn
+
+// Propagate a non-success Status.
+#define RINGATTN_RETURN_IF_ERROR(expr)                   \
+  do {                                                   \
+    const ::ringattn::Status _ra_st = (expr);            \
+    if (_ra_st != RINGATTN_SUCCESS) return _ra_st;       \
+  } while (0)
+
+// Convert C++ exceptions at the C boundary into status codes (the C API never throws).
+#define RINGATTN_API_GUARD_BEGIN try {
+#define RINGATTN_API_GUARD_END                                                             \
+  }                                                                                        \
+  catch (const std::bad_alloc&) {                                                          \
+    return ::ringattn::set_error(RINGATTN_ERROR_OUT_OF_MEMORY, "out of host memory");      \
+  }                                                                                        \
+  catch (const std::exception& e) {                                                        \
+    return ::ringattn::set_errorf(RINGATTN_ERROR_INTERNAL, "internal error: %s", e.what()); \
+  }                                                                                        \
+  catch (...) {                                                                            \
+    return ::ringattn::set_error(RINGATTN_ERROR_INTERNAL, "internal error: unknown exception"); \
+  }
