@@ -133,9 +133,9 @@ TEST(Mask, TileClassificationAgreesWithElementwiseMaskOnRandomShards) {
     std::vector<PosRun> qr, kr;
     PosRun tmp[2];
     const int32_t nq = scheme_runs(scheme, 0, len, world, static_cast<int32_t>(rng() % world), tmp);
-    qr.assign(tmp, tmp + nq);
+    for (int32_t i = 0; i < nq; ++i) qr.push_back(tmp[i]);
     const int32_t nk = scheme_runs(scheme, 0, len, world, static_cast<int32_t>(rng() % world), tmp);
-    kr.assign(tmp, tmp + nk);
+    for (int32_t i = 0; i < nk; ++i) kr.push_back(tmp[i]);
     if (rng() % 4 == 0) kr.push_back(PosRun{1, 0, 1 + static_cast<int64_t>(rng() % 9), 1});
     const PosMap qm{qr.data(), static_cast<int32_t>(qr.size())};
     const PosMap km{kr.data(), static_cast<int32_t>(kr.size())};

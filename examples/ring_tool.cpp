@@ -1,0 +1,191 @@
+#include "ring_tool.h"
+
+#include <cstring>
+
+#include "host_dtype.h"
+
+namespace ringattn {
+namespace tool {
+
+int64_t Problem::local_rows(int world, int rank) const {
+  int64_t n = 0, c = 0;
+  if (!packed) {
+    ringattn_shard_length(scheme, rows, world, rank, &n);
+    return n;
+  }
+  for (size_t b = 0; b + 1 < cu.size(); ++b) {
+    ringattn_shard_length(scheme, cu[b + 1] - cu[b], world, rank, &c);
+    n += c;
+  }
+  return n;
+}
+
+size_t dtype_bytes(ringattn_dtype_t d) { return d == RINGATTN_FLOAT32 ? 4 : 2; }
+
+bool parse_dtype(const std::string& s, ringattn_dtype_t* d) {
+  if (s == "f32" || s == "float32") {
+    *d = RINGATTN_FLOAT32;
+  } else if (s == "f16" || s == "float16") {
+    *d = RINGATTN_FLOAT16;
+  } else if (s == "bf16" || s == "bfloat16") {
+    *d = RINGATTN_BFLOAT16;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+const char* dtype_name(ringattn_dtype_t d) {
+  return d == RINGATTN_FLOAT32 ? "f32" : d == RINGATTN_FLOAT16 ? "f16" : "bf16";
+}
+
+bool parse_scheme(const std::string& s, ringattn_scheme_t* out) {
+  if (s == "contiguous") {
+    *out = RINGATTN_SCHEME_CONTIGUOUS;
+  } else if (s == "zigzag") {
+    *out = RINGATTN_SCHEME_ZIGZAG;
+  } else if (s == "striped") {
+    *out = RINGATTN_SCHEME_STRIPED;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+const char* scheme_name(ringattn_scheme_t s) {
+  return s == RINGATTN_SCHEME_CONTIGUOUS ? "contiguous"
+         : s == RINGATTN_SCHEME_ZIGZAG   ? "zigzag"
+                                         : "striped";
+}
+
+void Tensor::init(const Problem& p, int64_t rows, int64_t heads, ringattn_dtype_t dtype) {
+  const int64_t b = p.packed ? 1 : p.batch;
+  bytes.assign(static_cast<size_t>(b * rows * heads * p.d) * dtype_bytes(dtype) + 1, 0);
+  t = ringattn_tensor_t{};
+  t.data = bytes.data();
+  t.dtype = dtype;
+  if (p.packed) {
+    t.ndim = 3;
+    t.shape[0] = rows, t.shape[1] = heads, t.shape[2] = p.d;
+    t.strides[0] = heads * p.d, t.strides[1] = p.d, t.strides[2] = 1;
+  } else {
+    t.ndim = 4;
+    t.shape[0] = b, t.shape[1] = rows, t.shape[2] = heads, t.shape[3] = p.d;
+    t.strides[0] = rows * heads * p.d, t.strides[1] = heads * p.d, t.strides[2] = p.d;
+    t.strides[3] = 1;
+  }
+}
+
+void init_lse(Tensor* x, const Problem& p, int64_t rows) {
+  const int64_t b = p.packed ? 1 : p.batch;
+  x->bytes.assign(static_cast<size_t>(b * p.hq * rows) * 4 + 1, 0);
+  x->t = ringattn_tensor_t{};
+  x->t.data = x->bytes.data();
+  x->t.dtype = RINGATTN_FLOAT32;
+  if (p.packed) {
+    x->t.ndim = 2;
+    x->t.shape[0] = p.hq, x->t.shape[1] = rows;
+    x->t.strides[0] = rows, x->t.strides[1] = 1;
+  } else {
+    x->t.ndim = 3;
+    x->t.shape[0] = b, x->t.shape[1] = p.hq, x->t.shape[2] = rows;
+    x->t.strides[0] = p.hq * rows, x->t.strides[1] = rows, x->t.strides[2] = 1;
+  }
+}
+
+int64_t Tensor::elems() const {
+  int64_t n = 1;
+  for (int i = 0; i < t.ndim; ++i) n *= t.shape[i];
+  return n;
+}
+
+void from_float(const float* src, int64_t n, Tensor* dst) {
+  unsigned char* out = dst->bytes.data();
+  for (int64_t i = 0; i < n; ++i) {
+    if (dst->t.dtype == RINGATTN_FLOAT32) {
+      std::memcpy(out + i * 4, &src[i], 4);
+    } else {
+      const uint16_t h = dst->t.dtype == RINGATTN_FLOAT16 ? host::float_to_f16(src[i])
+                                                          : host::float_to_bf16(src[i]);
+      std::memcpy(out + i * 2, &h, 2);
+    }
+  }
+}
+
+std::vector<float> to_float(const Tensor& src) {
+  const int64_t n = src.elems();
+  std::vector<float> out(static_cast<size_t>(n));
+  const unsigned char* in = src.bytes.data();
+  for (int64_t i = 0; i < n; ++i) {
+    if (src.t.dtype == RINGATTN_FLOAT32) {
+      std::memcpy(&out[i], in + i * 4, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, in + i * 2, 2);
+      out[i] = src.t.dtype == RINGATTN_FLOAT16 ? host::f16_to_float(h) : host::bf16_to_float(h);
+    }
+  }
+  return out;
+}
+
+ringattn_status_t shard_from_global(const Problem& p, const std::vector<float>& global,
+                                    int64_t heads, ringattn_dtype_t dtype, int world, int rank,
+                                    Tensor* local) {
+  Tensor g;
+  g.init(p, p.rows, heads, dtype);
+  from_float(global.data(), static_cast<int64_t>(global.size()), &g);
+  local->init(p, p.local_rows(world, rank), heads, dtype);
+  return ringattn_shard_tensor(&g.t, &local->t, p.scheme, p.packed ? p.cu.data() : nullptr,
+                               p.num_seqs(), world, rank);
+}
+
+std::vector<float> gather_global(const Problem& p, const Tensor& local, int64_t heads, bool lse,
+                                 MPI_Comm comm) {
+  int world = 1, me = 0;
+  MPI_Comm_size(comm, &world);
+  MPI_Comm_rank(comm, &me);
+  const std::vector<float> mine = to_float(local);
+  int n = static_cast<int>(mine.size());
+  std::vector<int> counts(world), displs(world);
+  MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm);
+  std::vector<float> all;
+  if (me == 0) {
+    for (int r = 1; r < world; ++r) displs[r] = displs[r - 1] + counts[r - 1];
+    all.resize(static_cast<size_t>(displs[world - 1] + counts[world - 1]));
+  }
+  MPI_Gatherv(mine.data(), n, MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, 0,
+              comm);
+  if (me != 0) return {};
+  const int64_t b = p.packed ? 1 : p.batch;
+  const int64_t width = lse ? 1 : p.d;
+  std::vector<float> out(static_cast<size_t>(b * p.rows * heads * width));
+  // LSE [B, H, S] is viewed as [B, S, H, 1] (strides H*S, 1, S, 1) so that rows unshard alike.
+  auto view = [&](float* data, int64_t rows) {
+    ringattn_tensor_t t{};
+    t.data = data;
+    t.dtype = RINGATTN_FLOAT32;
+    if (p.packed) {
+      t.ndim = 3;
+      t.shape[0] = rows, t.shape[1] = heads, t.shape[2] = width;
+      t.strides[0] = lse ? 1 : heads * width, t.strides[1] = lse ? rows : width, t.strides[2] = 1;
+    } else {
+      t.ndim = 4;
+      t.shape[0] = b, t.shape[1] = rows, t.shape[2] = heads, t.shape[3] = width;
+      t.strides[0] = rows * heads * width;
+      t.strides[1] = lse ? 1 : heads * width;
+      t.strides[2] = lse ? rows : width;
+      t.strides[3] = 1;
+    }
+    return t;
+  };
+  ringattn_tensor_t g = view(out.data(), p.rows);
+  for (int r = 0; r < world; ++r) {
+    ringattn_tensor_t l = view(all.data() + displs[r], p.local_rows(world, r));
+    ringattn_unshard_tensor(&l, &g, p.scheme, p.packed ? p.cu.data() : nullptr, p.num_seqs(), world,
+                            r);
+  }
+  return out;
+}
+
+}  // namespace tool
+}  // namespace ringattn

@@ -1,0 +1,120 @@
+/*
+ * ringattn over MPI: ring attention across the ranks of a caller's MPI communicator.
+ *
+ * A context is made once per communicator and reused for many calls. It duplicates the
+ * communicator (the caller's is never modified nor freed), owns a workspace that grows on the
+ * first call of a problem and is reused by later calls of the same problem, and keeps the plan
+ * of the last problem. Every call is collective over the communicator: all ranks call forward
+ * (or backward) with their LOCAL shards of the same global problem. Before any data moves, the
+ * ranks agree on the problem; a mismatch (shapes, dtype, scheme, mask, window, scale, cu_seqlens)
+ * or an invalid argument on one rank is an error on every rank that names the difference, and a
+ * rank that does not call at all makes the others fail with RINGATTN_ERROR_TIMEOUT.
+ *
+ * Tensors are the descriptors of ringattn.h with S (or T) the rank's local length:
+ *   fixed length  Q [B, S_local, Hq, D], K/V [B, S_local, Hkv, D], LSE [B, Hq, S_local];
+ *                 S_local must be the rank's share of S = sum of S_local by params.scheme.
+ *   packed        Q [T_local, Hq, D], K/V [T_local, Hkv, D], LSE [Hq, T_local], with
+ *                 params.cu_seqlens the GLOBAL offsets; local tokens are the rank's part of
+ *                 sequence 0, then of sequence 1, ... (ringattn_shard_positions per sequence).
+ * Local rows are in the scheme's order (ringattn_shard_positions gives their global positions).
+ *
+ * After RINGATTN_ERROR_TIMEOUT or RINGATTN_ERROR_COMM the context is unusable: later calls fail
+ * fast, and ringattn_context_destroy releases what it safely can.
+ *
+ * Threads: a context makes MPI calls only from the thread that calls it, so MPI_THREAD_FUNNELED
+ * (or SINGLE, from the main thread) is enough. One thread at a time per context.
+ */
+#ifndef RINGATTN_RINGATTN_MPI_H_
+#define RINGATTN_RINGATTN_MPI_H_
+
+#include <mpi.h>
+
+#include "ringattn/ringattn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ringattn_context* ringattn_context_t;
+
+/* Context options. Always initialize with RINGATTN_CONTEXT_OPTIONS_INIT. */
+typedef struct ringattn_context_options {
+  size_t struct_size; /* sizeof(ringattn_context_options_t), set by the initializer */
+  /* Bound on every wait for a peer, in ms. <= 0: the environment variable RINGATTN_TIMEOUT_MS
+   * when set, else 300000 (5 minutes). */
+  int64_t timeout_ms;
+  /* Compute chunks per ring step (transfers progress between chunks). <= 0: 4. */
+  int32_t chunks;
+} ringattn_context_options_t;
+
+#define RINGATTN_CONTEXT_OPTIONS_INIT \
+  { sizeof(ringattn_context_options_t), 0, 0 }
+
+/* Timing of the last forward or backward call of a context on this rank. */
+typedef struct ringattn_ring_stats {
+  double total_seconds;     /* the whole call, agreement included */
+  double compute_seconds;   /* time inside compute-backend calls */
+  double comm_wait_seconds; /* time blocked in transport waits, progress calls and agreement */
+  int64_t bytes_sent;       /* payload this rank sent */
+  int32_t steps;            /* ring steps (= world size) */
+  int32_t steps_skipped;    /* steps whose every block the mask hides */
+} ringattn_ring_stats_t;
+
+/* Collective over `comm`. backend: RINGATTN_BACKEND_CPU (host buffers). options may be NULL. */
+RINGATTN_API ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
+                                                       const ringattn_context_options_t* options,
+                                                       ringattn_context_t* ctx);
+/* Frees the context and its workspace; never touches the caller's communicator. NULL is a
+ * no-op. Not collective. */
+RINGATTN_API ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx);
+
+/* This rank and the number of ranks of the context. Either pointer may be NULL. */
+RINGATTN_API ringattn_status_t ringattn_context_rank(ringattn_context_t ctx, int32_t* rank,
+                                                     int32_t* world);
+/* Bytes of workspace the context holds now. */
+RINGATTN_API ringattn_status_t ringattn_context_workspace_size(ringattn_context_t ctx,
+                                                               size_t* bytes);
+RINGATTN_API ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
+                                                           ringattn_ring_stats_t* stats);
+
+/* Ring forward on local shards: O and (optionally; NULL on every rank or on none) LSE of this
+ * rank's queries against the whole global sequence. Collective. */
+RINGATTN_API ringattn_status_t
+ringattn_ring_forward(ringattn_context_t ctx, const ringattn_tensor_t* q,
+                      const ringattn_tensor_t* k, const ringattn_tensor_t* v, ringattn_tensor_t* o,
+                      ringattn_tensor_t* lse, const ringattn_attn_params_t* params, void* stream);
+
+/* Ring backward on local shards: dQ, dK, dV of this rank's Q, K, V given dO and the forward's O
+ * and LSE (all required). dK/dV contributions travel around the ring and arrive at their owner.
+ * Collective. */
+RINGATTN_API ringattn_status_t ringattn_ring_backward(
+    ringattn_context_t ctx, const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+    const ringattn_tensor_t* v, const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+    const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+    ringattn_tensor_t* dv, const ringattn_attn_params_t* params, void* stream);
+
+/* ---- shard / unshard of a global tensor (host memory; no communication) ------------------- */
+
+/* Copy rank `rank`'s shard of a global tensor into a local one, by `scheme` over `world` ranks.
+ * Fixed length: global [B, S, H, D] -> local [B, S_local, H, D] (cu_seqlens NULL, num_seqs 0).
+ * Packed: global [T, H, D] -> local [T_local, H, D], each of the num_seqs sequences of
+ * cu_seqlens (B+1 offsets) sharded on its own. Both tensors have the same dtype; strides are
+ * honoured. */
+RINGATTN_API ringattn_status_t ringattn_shard_tensor(const ringattn_tensor_t* global,
+                                                     ringattn_tensor_t* local,
+                                                     ringattn_scheme_t scheme,
+                                                     const int64_t* cu_seqlens, int64_t num_seqs,
+                                                     int32_t world, int32_t rank);
+/* The inverse: write rank `rank`'s local rows into their places in the global tensor (rows of
+ * other ranks are left untouched; call once per rank's shard to assemble the whole). */
+RINGATTN_API ringattn_status_t ringattn_unshard_tensor(const ringattn_tensor_t* local,
+                                                       ringattn_tensor_t* global,
+                                                       ringattn_scheme_t scheme,
+                                                       const int64_t* cu_seqlens, int64_t num_seqs,
+                                                       int32_t world, int32_t rank);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* RINGATTN_RINGATTN_MPI_H_ */

@@ -1,0 +1,217 @@
+// Backward of the fused attention on the host: recompute P tile by tile from the full-attention
+// LSE, then dV += P^T dO, dS = P (dP - Delta), dK += scale dS^T Q, dQ += scale dS K.
+//
+// Work is split per (batch, kv head) group: the group's Q, dO (float32 rows and transposed tiles)
+// and K, V (float32 rows) are packed once, then each key tile is one work item that owns its dK/dV
+// rows (summed over the query heads of the GQA group), so dK/dV need no synchronization. dQ rows
+// receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
+// the buffers are summed in thread order afterwards. Key tiles are dealt to threads statically,
+// so the result is bitwise reproducible for a fixed thread count.
+//
+// Tiles are computed transposed (key rows x query columns): S^T = K Q^T puts the query index on
+// the vector lanes, where LSE and Delta are per-lane loads, and makes dV += P^T dO and
+// dK += dS^T Q plain NN GEMMs; only dS is transposed (once per tile) for dQ += dS K.
+#include <math.h>
+#include <omp.h>
+
+#include <vector>
+
+#include "attention_cpu.h"
+#include "dtype_row.h"
+#include "scratch.h"
+#include "softmax_tile.h"
+#include "tile_gemm.h"
+#include "tile_index.h"
+
+namespace ringattn {
+namespace cpu {
+namespace {
+
+// Tile sizes, chosen by measurement with ringattn_kernel_bench (fp32, D = 128, one thread,
+// S = 1024, H = 1-2; backward GFLOP/s, best of 15, single-core FMA peak ~92 GFLOP/s; the shared
+// machine moves single runs by +-10%, so each pair was measured two or three times):
+//   (kBlockQ, kBlockK) = (64, 64): 60.2, 55.3, 71.0   (64, 128): 73.1, 65.1, 67.1
+//   (128, 64): 47.1   (128, 128): 52.3   (32, 128): 55.5, 52.3   (64, 256): 53.6, 65.6
+// A key tile of 128 rows halves the passes over Q/dO per key row; 64 query columns keep the
+// transposed score tiles (2 x 32 KiB) and the dK/dV accumulators (2 x 64 KiB) in L2.
+constexpr int64_t kBlockQ = 64;
+constexpr int64_t kBlockK = 128;
+
+// The per-group packed operands, carved from one caller-thread scratch buffer.
+struct GroupPack {
+  float* q;      // [G, Sq, D]
+  float* dout;   // [G, Sq, D]
+  float* qt;     // [G, nqt, D, kBlockQ]
+  float* dot;    // [G, nqt, D, kBlockQ]
+  float* lse;    // [G, nqt * kBlockQ]: LSE, +inf where the row sees no key (P = 0)
+  float* delta;  // [G, nqt * kBlockQ]
+  float* k;      // [Sk, D]
+  float* v;      // [Sk, D]
+};
+
+GroupPack alloc_pack(int64_t g, int64_t sq, int64_t sk, int64_t nqt, int64_t d) {
+  const int64_t rows = g * sq * d, tiles = g * nqt * d * kBlockQ, stats = g * nqt * kBlockQ;
+  const int64_t kv = sk * d;
+  // Every part starts on a 64-byte boundary.
+  auto up = [](int64_t n) { return (n + 15) / 16 * 16; };
+  const int64_t total = 2 * up(rows) + 2 * up(tiles) + 2 * up(stats) + 2 * up(kv);
+  float* base = thread_scratch(kSlotPackA).get<float>(static_cast<size_t>(total));
+  GroupPack p;
+  float* at = base;
+  p.q = at, at += up(rows);
+  p.dout = at, at += up(rows);
+  p.qt = at, at += up(tiles);
+  p.dot = at, at += up(tiles);
+  p.lse = at, at += up(stats);
+  p.delta = at, at += up(stats);
+  p.k = at, at += up(kv);
+  p.v = at;
+  return p;
+}
+
+void transpose_tile(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
+                    int64_t ldd) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+}  // namespace
+
+void attention_backward(const BwdParams& p) {
+  if (p.batch <= 0 || p.hq <= 0) return;
+  const int64_t d = p.d, sq = p.sq, sk = p.sk;
+  const int64_t group = p.hq / p.hkv;
+  const TileIndex qix = make_tile_index(p.q_pos, sq, kBlockQ, kSlotQPos);
+  const TileIndex kix = make_tile_index(p.k_pos, sk, kBlockK, kSlotKPos);
+  const int64_t nqt = qix.ntiles, nkt = kix.ntiles;
+  const GroupPack pk = alloc_pack(group, sq, sk, nqt, d);
+  const int64_t lanes = simd_lanes();
+  const float scale = p.scale;
+  const int nthreads = omp_get_max_threads();
+  std::vector<float*> dq_bufs(static_cast<size_t>(nthreads), nullptr);
+
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t hk = 0; hk < p.hkv; ++hk) {
+#pragma omp parallel num_threads(nthreads)
+      {
+        const int tid = omp_get_thread_num();
+        const int nt = omp_get_num_threads();
+        float* dq_mine = thread_scratch(kSlotTileE).get<float>(static_cast<size_t>(group * sq * d));
+        dq_bufs[static_cast<size_t>(tid)] = dq_mine;
+        for (int64_t i = 0; i < group * sq * d; ++i) dq_mine[i] = 0.0f;
+
+          // ---- pack: Q, dO rows and their transposed tiles; LSE, Delta; K, V rows ----
+#pragma omp for schedule(static) nowait
+        for (int64_t it = 0; it < group * nqt; ++it) {
+          const int64_t g = it / nqt, qt = it % nqt, h = hk * group + g;
+          const int64_t q0 = qt * kBlockQ, rows = qix.tile_rows(qt);
+          float* qrows = pk.q + (g * sq + q0) * d;
+          float* drows = pk.dout + (g * sq + q0) * d;
+          float* lse = pk.lse + g * nqt * kBlockQ + q0;
+          float* delta = pk.delta + g * nqt * kBlockQ + q0;
+          for (int64_t i = 0; i < rows; ++i) {
+            load_row(p.q.dtype, tensor_row(p.q, b, q0 + i, h), d, 1.0f, qrows + i * d);
+            load_row(p.dout.dtype, tensor_row(p.dout, b, q0 + i, h), d, 1.0f, drows + i * d);
+            const float l = *rowstat_ptr(p.lse, b, h, q0 + i);
+            lse[i] = l == -INFINITY ? INFINITY : l;
+            delta[i] = *rowstat_ptr(p.delta, b, h, q0 + i);
+          }
+          for (int64_t i = rows; i < kBlockQ; ++i) {  // lanes past the tile: P = 0
+            lse[i] = INFINITY;
+            delta[i] = 0.0f;
+          }
+          transpose_tile(qrows, rows, d, d, pk.qt + it * d * kBlockQ, kBlockQ);
+          transpose_tile(drows, rows, d, d, pk.dot + it * d * kBlockQ, kBlockQ);
+        }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < sk; ++j) {
+          load_row(p.k.dtype, tensor_row(p.k, b, j, hk), d, 1.0f, pk.k + j * d);
+          load_row(p.v.dtype, tensor_row(p.v, b, j, hk), d, 1.0f, pk.v + j * d);
+        }
+
+        // ---- compute: one key tile per work item, dealt statically (deterministic) ----
+        float* st =
+            thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(2 * kBlockK * kBlockQ));
+        float* dpt = st + kBlockK * kBlockQ;
+        float* ds = thread_scratch(kSlotTileB).get<float>(static_cast<size_t>(kBlockQ * kBlockK));
+        float* dkv = thread_scratch(kSlotTileC).get<float>(static_cast<size_t>(2 * kBlockK * d));
+        float* dk_acc = dkv;
+        float* dv_acc = dkv + kBlockK * d;
+#pragma omp for schedule(static, 1)
+        for (int64_t kt = 0; kt < nkt; ++kt) {
+          const int64_t k0 = kt * kBlockK, cols = kix.tile_rows(kt);
+          for (int64_t i = 0; i < 2 * kBlockK * d; ++i) dkv[i] = 0.0f;
+          const float* krows = pk.k + k0 * d;
+          const float* vrows = pk.v + k0 * d;
+          for (int64_t g = 0; g < group; ++g) {
+            for (int64_t qt = 0; qt < nqt; ++qt) {
+              const TileClass cls = classify_tile(p.mask, qix.ranges[qt], kix.ranges[kt]);
+              if (cls == kTileHidden) continue;
+              const int64_t q0 = qt * kBlockQ, rows = qix.tile_rows(qt);
+              const int64_t rows_pad = (rows + lanes - 1) / lanes * lanes;
+              const int64_t tile = g * nqt + qt;
+              gemm_nn(cols, rows, d, krows, d, pk.qt + tile * d * kBlockQ, kBlockQ, st, kBlockQ,
+                      false);
+              gemm_nn(cols, rows, d, vrows, d, pk.dot + tile * d * kBlockQ, kBlockQ, dpt, kBlockQ,
+                      false);
+              const float* lse = pk.lse + g * nqt * kBlockQ + q0;
+              const float* delta = pk.delta + g * nqt * kBlockQ + q0;
+              const hn::ScalableTag<float> df;
+              const auto vscale = hn::Set(df, scale);
+              for (int64_t j = 0; j < cols; ++j) {
+                float* sr = st + j * kBlockQ;
+                float* dr = dpt + j * kBlockQ;
+                for (int64_t i = 0; i < rows_pad; i += lanes) {
+                  const auto pv =
+                      hn::Exp(df, hn::MulSub(hn::Load(df, sr + i), vscale, hn::LoadU(df, lse + i)));
+                  const auto dsv =
+                      hn::Mul(pv, hn::Sub(hn::Load(df, dr + i), hn::LoadU(df, delta + i)));
+                  hn::Store(pv, df, sr + i);
+                  hn::Store(dsv, df, dr + i);
+                }
+                if (cls == kTilePartial) {
+                  const int64_t kseq = kix.seq[k0 + j], kpos = kix.pos[k0 + j];
+                  for (int64_t i = 0; i < rows; ++i) {
+                    if (!mask_visible(p.mask, qix.seq[q0 + i], qix.pos[q0 + i], kseq, kpos)) {
+                      sr[i] = 0.0f;
+                      dr[i] = 0.0f;
+                    }
+                  }
+                }
+              }
+              const float* qrows = pk.q + (g * sq + q0) * d;
+              const float* drows = pk.dout + (g * sq + q0) * d;
+              gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, true);
+              gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, true);
+              transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
+              gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d, true);
+            }
+          }
+          for (int64_t j = 0; j < cols; ++j) {
+            store_row(p.dk.dtype, dk_acc + j * d, d, scale, tensor_row(p.dk, b, k0 + j, hk),
+                      p.accumulate);
+            store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk),
+                      p.accumulate);
+          }
+        }
+
+        // ---- dQ: sum the per-thread buffers in thread order (implicit barrier above) ----
+        float* row = thread_scratch(kSlotTileD).get<float>(static_cast<size_t>(d));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < group * sq; ++r) {
+          const int64_t g = r / sq, i = r % sq;
+          for (int64_t x = 0; x < d; ++x) row[x] = 0.0f;
+          for (int t = 0; t < nt; ++t) {
+            const float* src = dq_bufs[static_cast<size_t>(t)] + r * d;
+            for (int64_t x = 0; x < d; ++x) row[x] += src[x];
+          }
+          store_row(p.dq.dtype, row, d, scale, tensor_row(p.dq, b, i, hk * group + g),
+                    p.accumulate);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace ringattn

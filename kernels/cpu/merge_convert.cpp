@@ -1,0 +1,58 @@
+// Row-wise helpers of the ring: Delta = rowsum(dO * O), the log-sum-exp merge of partial results,
+// and dtype conversion / zero fill of [B, S, H, D] tensors. All O(S) and memory bound: parallel
+// over rows, no tiling.
+#include <omp.h>
+
+#include "attention_cpu.h"
+#include "dtype_row.h"
+#include "merge_row.h"
+#include "scratch.h"
+
+namespace ringattn {
+namespace cpu {
+
+void compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
+                   const TensorRef& o, const RowStatRef& delta) {
+  const int64_t rows = batch * s * h;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
+    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(2 * d));
+    load_row(dout.dtype, tensor_row(dout, b, ss, hh), d, 1.0f, buf);
+    load_row(o.dtype, tensor_row(o, b, ss, hh), d, 1.0f, buf + d);
+    float acc = 0.0f;
+    for (int64_t i = 0; i < d; ++i) acc += buf[i] * buf[d + i];
+    *rowstat_ptr(delta, b, hh, ss) = acc;
+  }
+}
+
+void merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
+                   const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2) {
+  const int64_t rows = batch * s * h;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
+    merge_row(static_cast<float*>(tensor_row(o1, b, ss, hh)), rowstat_ptr(lse1, b, hh, ss),
+              static_cast<const float*>(tensor_row(o2, b, ss, hh)), 1.0f,
+              *rowstat_ptr(lse2, b, hh, ss), d);
+  }
+}
+
+void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+             const TensorRef& dst) {
+  const int64_t rows = batch * s * h;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
+    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
+    if (src.data == nullptr) {
+      for (int64_t i = 0; i < d; ++i) buf[i] = 0.0f;
+    } else {
+      load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
+    }
+    store_row(dst.dtype, buf, d, 1.0f, tensor_row(dst, b, ss, hh));
+  }
+}
+
+}  // namespace cpu
+}  // namespace ringattn

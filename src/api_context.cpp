@@ -1,0 +1,140 @@
+// C API: ring attention over a caller's MPI communicator (include/ringattn/ringattn_mpi.h).
+#include <new>
+
+#include "mpi_transport.h"
+#include "ring_context.h"
+#include "ringattn/ringattn_mpi.h"
+
+struct ringattn_context {
+  std::unique_ptr<ringattn::RingContext> ring;
+};
+
+namespace ringattn {
+namespace {
+
+Status check_ctx(ringattn_context_t ctx) {
+  if (ctx == nullptr || !ctx->ring) {
+    return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
+  }
+  return RINGATTN_SUCCESS;
+}
+
+Status create(MPI_Comm comm, ringattn_backend_t backend, const ringattn_context_options_t* options,
+              ringattn_context_t* out) {
+  if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
+  *out = nullptr;
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  if (options != nullptr) {
+    if (options->struct_size < sizeof(ringattn_context_options_t)) {
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "'options'.struct_size is %zu, expected %zu: initialize with "
+                        "RINGATTN_CONTEXT_OPTIONS_INIT",
+                        options->struct_size, sizeof(ringattn_context_options_t));
+    }
+    opts = *options;
+  }
+  if (opts.chunks > 1024) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
+                      static_cast<int>(opts.chunks));
+  }
+  Backend* be = nullptr;
+  RINGATTN_RETURN_IF_ERROR(get_backend(backend, &be));
+  if (be->kind() != RINGATTN_BACKEND_CPU) {
+    // The MPI transport moves host memory; device buffers need staging that is not built yet.
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "the MPI ring runs on the CPU backend only (device buffers are not staged)");
+  }
+  const int64_t timeout = opts.timeout_ms > 0 ? opts.timeout_ms : comm::default_timeout_ms();
+  Status st = RINGATTN_SUCCESS;
+  std::string err;
+  std::unique_ptr<comm::MpiTransport> t = comm::MpiTransport::create(comm, timeout, &st, &err);
+  if (!t) return set_error(st, err);
+  const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
+  std::unique_ptr<ringattn_context> ctx(new ringattn_context);
+  ctx->ring.reset(new RingContext(std::move(t), be, chunks));
+  *out = ctx.release();
+  return RINGATTN_SUCCESS;
+}
+
+}  // namespace
+}  // namespace ringattn
+
+extern "C" {
+
+ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
+                                          const ringattn_context_options_t* options,
+                                          ringattn_context_t* ctx) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  return ringattn::create(comm, backend, options, ctx);
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  delete ctx;
+  return RINGATTN_SUCCESS;
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_context_rank(ringattn_context_t ctx, int32_t* rank, int32_t* world) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  if (rank != nullptr) *rank = ctx->ring->transport()->rank();
+  if (world != nullptr) *world = ctx->ring->transport()->size();
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_context_workspace_size(ringattn_context_t ctx, size_t* bytes) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  if (bytes == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'bytes' is NULL");
+  }
+  *bytes = ctx->ring->workspace_bytes();
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
+                                              ringattn_ring_stats_t* stats) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  if (stats == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'stats' is NULL");
+  }
+  const ringattn::RingStats& s = ctx->ring->stats();
+  stats->total_seconds = s.total_seconds;
+  stats->compute_seconds = s.compute_seconds;
+  stats->comm_wait_seconds = s.comm_wait_seconds;
+  stats->bytes_sent = s.bytes_sent;
+  stats->steps = s.steps;
+  stats->steps_skipped = s.steps_skipped;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_ring_forward(ringattn_context_t ctx, const ringattn_tensor_t* q,
+                                        const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                        ringattn_tensor_t* o, ringattn_tensor_t* lse,
+                                        const ringattn_attn_params_t* params, void* stream) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  RINGATTN_API_GUARD_BEGIN
+  return ctx->ring->forward(q, k, v, o, lse, params, stream);
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_ring_backward(ringattn_context_t ctx, const ringattn_tensor_t* q,
+                                         const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                         const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+                                         const ringattn_tensor_t* dout, ringattn_tensor_t* dq,
+                                         ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+                                         const ringattn_attn_params_t* params, void* stream) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  RINGATTN_API_GUARD_BEGIN
+  return ctx->ring->backward(q, k, v, o, lse, dout, dq, dk, dv, params, stream);
+  RINGATTN_API_GUARD_END
+}
+
+}  // extern "C"

@@ -1,0 +1,123 @@
+// The CUDA backend: the Backend interface over kernels/cuda. Device pointers; every call is
+// enqueued on the caller's stream with no host synchronization.
+#include <cuda_runtime_api.h>
+
+#include "attention_cuda.h"
+#include "backend.h"
+
+namespace ringattn {
+namespace {
+
+Status cuda_status(cudaError_t err, const char* what) {
+  if (err == cudaSuccess) return RINGATTN_SUCCESS;
+  cudaGetLastError();  // clear a sticky launch error so that later calls start clean
+  const Status code =
+      err == cudaErrorMemoryAllocation ? RINGATTN_ERROR_OUT_OF_MEMORY : RINGATTN_ERROR_CUDA;
+  return set_errorf(code, "cuda backend: %s failed: %s (%s)", what, cudaGetErrorName(err),
+                    cudaGetErrorString(err));
+}
+
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+// Compute capability of the current device, or -1 with the error set when there is none.
+int device_major() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return major;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CUDA; }
+  const char* name() const override { return "cuda"; }
+
+  Status supports(int64_t head_dim, DType dtype) const override {
+    if (head_dim < 8 || head_dim > cuda::kMaxHeadDim || head_dim % 8 != 0) {
+      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
+                        "cuda backend: head dim %lld is unsupported (8..%lld in steps of 8)",
+                        static_cast<long long>(head_dim),
+                        static_cast<long long>(cuda::kMaxHeadDim));
+    }
+    if (dtype != kF32 && dtype != kF16 && dtype != kBF16) {
+      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cuda backend: unsupported dtype");
+    }
+    const int major = device_major();
+    if (major < 0) {
+      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cuda backend: no CUDA device is available");
+    }
+    if (major < 8) {
+      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
+                        "cuda backend: compute capability %d.x is unsupported (needs 8.0+)", major);
+    }
+    return RINGATTN_SUCCESS;
+  }
+
+  Status forward(const FwdParams& p, void* stream) override {
+    if (p.out_mode == kOutMergeF32 && p.lse.data == nullptr) {
+      return set_error(RINGATTN_ERROR_NULL_POINTER,
+                       "cuda backend: merge output mode needs the partial LSE");
+    }
+    return cuda_status(cuda::forward(p, as_stream(stream)), "attention forward");
+  }
+  Status backward(const BwdParams& p, void* stream) override {
+    return cuda_status(cuda::backward(p, as_stream(stream)), "attention backward");
+  }
+  Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
+                       const TensorRef& o, const RowStatRef& delta, void* stream) override {
+    return cuda_status(cuda::compute_delta(batch, s, h, d, dout, o, delta, as_stream(stream)),
+                       "compute_delta");
+  }
+  Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
+                       const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
+                       void* stream) override {
+    return cuda_status(cuda::merge_partial(batch, s, h, d, o1, lse1, o2, lse2, as_stream(stream)),
+                       "merge_partial");
+  }
+  Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                 const TensorRef& dst, void* stream) override {
+    return cuda_status(cuda::convert(batch, s, h, d, src, dst, as_stream(stream)), "convert");
+  }
+  Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
+                      void* stream) override {
+    return cuda_status(cuda::fill_rowstat(batch, h, s, dst, value, as_stream(stream)),
+                       "fill_rowstat");
+  }
+
+  void* alloc(size_t bytes, void* stream) override {
+    void* p = nullptr;
+    const cudaError_t err = cudaMallocAsync(&p, bytes == 0 ? 256 : bytes, as_stream(stream));
+    if (err != cudaSuccess) {
+      cuda_status(err, "cudaMallocAsync");
+      return nullptr;
+    }
+    return p;
+  }
+  void free(void* ptr, void* stream) override {
+    if (ptr != nullptr) cudaFreeAsync(ptr, as_stream(stream));
+  }
+};
+
+}  // namespace
+
+Backend* cuda_backend() {
+  // Present only where a device is: a library built with CUDA still runs on GPU-less hosts.
+  static const bool have_device = [] {
+    int n = 0;
+    const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+    cudaGetLastError();
+    return ok;
+  }();
+  if (!have_device) {
+    set_error(RINGATTN_ERROR_UNSUPPORTED,
+              "backend 'cuda' is not available: no CUDA device was found at run time");
+    return nullptr;
+  }
+  static CudaBackend backend;
+  return &backend;
+}
+
+}  // namespace ringattn

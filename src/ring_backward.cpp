@@ -1,0 +1,154 @@
+// Ring backward (DESIGN.md): Delta = rowsum(dO * O) once; K/V travel as in forward, and float32
+// dK/dV accumulators travel one step behind them, chunk by chunk: a rank adds its contribution
+// for chunk c of the block it holds into the accumulator that the previous rank sent for that
+// chunk, then forwards it. After the last step each accumulator reaches the block's owner.
+// dQ accumulates locally in float32. Gradients are cast once at the end.
+//
+// Chunks (along the block's key rows) let the accumulators of chunk c travel while the later
+// chunks compute, so the only exposed gradient transfer is the final chunk's last hop.
+#include <cmath>
+
+#include "ring_context.h"
+
+namespace ringattn {
+namespace {
+
+constexpr int kTagKv = 1;
+constexpr int kTagGrad = 16;  // + chunk index
+
+size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+
+}  // namespace
+
+Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                                 const ringattn_tensor_t* v, const ringattn_tensor_t* lse,
+                                 const ringattn_tensor_t* o, const ringattn_tensor_t* dout,
+                                 ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+                                 ringattn_tensor_t* dv, void* stream) {
+  const RingPlan& plan = plan_;
+  const int32_t P = plan.world(), C = plan.chunks(), me = transport_->rank();
+  const int64_t B = shape_.batch, S = shape_.seq, Hq = shape_.hq, Hkv = shape_.hkv, D = shape_.d;
+  const bool packed = shape_.packed;
+  stats_.steps = P;
+  if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
+
+  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape_.dtype);
+  const size_t kv_bytes = align64(static_cast<size_t>(plan.max_rows()) * kv_row);
+  const size_t dq_bytes = align64(sizeof(float) * B * S * Hq * D);
+  const size_t delta_bytes = align64(sizeof(float) * B * Hq * S);
+  // Gradient accumulators: one slot per chunk, [slot_rows, 2 (dK, dV), B, Hkv, D] float32, so
+  // that a chunk is one contiguous message whatever the block.
+  const int64_t grad_row = 2 * B * Hkv * D;
+  const size_t slot_bytes = sizeof(float) * static_cast<size_t>(plan.slot_rows() * grad_row);
+  const size_t grad_bytes = align64(slot_bytes * C);
+  RINGATTN_RETURN_IF_ERROR(workspace_for(
+      kOpBackward, 2 * kv_bytes + dq_bytes + delta_bytes + 2 * grad_bytes + 64, stream));
+  char* kv[2] = {ws_, ws_ + kv_bytes};
+  char* p0 = ws_ + 2 * kv_bytes;
+  const TensorRef dq_acc{p0, kF32, S * Hq * D, Hq * D, D};
+  const RowStatRef delta{reinterpret_cast<float*>(p0 + dq_bytes), Hq * S, S};
+  char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};
+  auto grad_ref = [&](char* buf, int which, int32_t c) {
+    float* base = reinterpret_cast<float*>(buf + slot_bytes * c) + which * B * Hkv * D;
+    return TensorRef{base, kF32, Hkv * D, grad_row, D};
+  };
+  auto slot = [&](char* buf, int32_t c) { return buf + slot_bytes * c; };
+
+  const TensorRef qref = tensor_ref(*q, packed), dout_ref = tensor_ref(*dout, packed);
+  const RowStatRef lse_ref = rowstat_ref(*lse, packed);
+  const TensorRef zero{nullptr, kF32, 0, 0, 0};
+  RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
+    RINGATTN_RETURN_IF_ERROR(
+        backend_->compute_delta(B, S, Hq, D, dout_ref, tensor_ref(*o, packed), delta, stream));
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(B, S, Hq, D, zero, dq_acc, stream));
+    // The first step's accumulators start at zero; later ones arrive from the previous rank.
+    return backend_->convert(1, plan.slot_rows() * C * 2 * B, Hkv, D, zero,
+                             TensorRef{grad[0], kF32, 0, Hkv * D, D}, stream);
+  }));
+  RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
+
+  const int next = (me + 1) % P, prev = (me - 1 + P) % P;
+  comm::Exchange ex;
+  int cur = 0;
+  for (int32_t i = 0; i < P; ++i) {
+    const int32_t src = plan.step_source(i);
+    const int a = i % 2;  // accumulators of this step's block
+    if (i + 1 < P) {
+      const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
+      const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
+      const Status st = start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+    }
+    if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
+    for (int32_t c = 0; c < C; ++c) {
+      const RowChunk& kc = plan.k_chunk(src, c);
+      if (i > 0) {
+        const Status st = wait(&chunk_ex_[c]);
+        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      }
+      if (plan.bwd_visible(i, c)) {
+        BwdParams p{};
+        p.batch = B;
+        p.sq = S;
+        p.sk = kc.rows;
+        p.hq = Hq;
+        p.hkv = Hkv;
+        p.d = D;
+        p.q = qref;
+        p.k = kv_ref(kv[cur], 0, kc.row0);
+        p.v = kv_ref(kv[cur], 1, kc.row0);
+        p.dout = dout_ref;
+        p.lse = lse_ref;
+        p.delta = delta;
+        p.dq = dq_acc;
+        p.dk = grad_ref(grad[a], 0, c);
+        p.dv = grad_ref(grad[a], 1, c);
+        p.accumulate = true;
+        p.scale = opts_.scale;
+        p.mask = opts_.mask;
+        p.q_pos = plan.block_map(me);
+        p.k_pos = plan.map(kc);
+        const Status st = timed_compute([&] { return backend_->backward(p, stream); });
+        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      }
+      if (P > 1) {
+        // Forward this chunk's accumulators; receive the same chunk of the next step's block
+        // (after the last step: of this rank's own block, complete).
+        const int32_t nsrc = plan.step_source((i + 1) % P);
+        const size_t send = sizeof(float) * static_cast<size_t>(kc.rows * grad_row);
+        const size_t recv =
+            sizeof(float) * static_cast<size_t>(plan.k_chunk(nsrc, c).rows * grad_row);
+        const Status st = start(slot(grad[a], c), send, next, slot(grad[1 - a], c), recv, prev,
+                                kTagGrad + c, &chunk_ex_[c]);
+        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      }
+      progress(&ex, 1);
+      progress(chunk_ex_.data(), C);
+    }
+    if (i + 1 < P) {
+      const Status st = wait(&ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      cur = 1 - cur;
+    }
+  }
+  char* final_grad = P > 1 ? grad[P % 2] : grad[0];
+  for (int32_t c = 0; c < C; ++c) {
+    if (P > 1) {
+      const Status st = wait(&chunk_ex_[c]);
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+    }
+    const RowChunk& kc = plan.k_chunk(me, c);
+    if (kc.rows == 0) continue;
+    RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
+      RINGATTN_RETURN_IF_ERROR(backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 0, c),
+                                                 offset_rows(tensor_ref(*dk, packed), kc.row0),
+                                                 stream));
+      return backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 1, c),
+                               offset_rows(tensor_ref(*dv, packed), kc.row0), stream);
+    }));
+  }
+  return timed_compute(
+      [&] { return backend_->convert(B, S, Hq, D, dq_acc, tensor_ref(*dq, packed), stream); });
+}
+
+}  // namespace ringattn

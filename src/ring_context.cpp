@@ -1,0 +1,237 @@
+#include "ring_context.h"
+
+#include <chrono>
+
+namespace ringattn {
+
+double ring_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+TensorRef offset_rows(const TensorRef& t, int64_t row0) {
+  TensorRef r = t;
+  r.data =
+      static_cast<char*>(t.data) + row0 * t.stride_s * static_cast<int64_t>(dtype_size(t.dtype));
+  return r;
+}
+
+RowStatRef offset_rows(const RowStatRef& t, int64_t row0) {
+  RowStatRef r = t;
+  r.data = t.data + row0;
+  return r;
+}
+
+RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
+                         int32_t chunks)
+    : transport_(std::move(transport)), backend_(backend), chunks_(chunks) {
+  chunk_ex_.resize(static_cast<size_t>(chunks_));
+  chunk_init_.resize(static_cast<size_t>(chunks_));
+}
+
+RingContext::~RingContext() {
+  // A broken transport may still write into the workspace (a receive that could not be
+  // cancelled): leak it rather than free memory that MPI may touch.
+  if (ws_ != nullptr && !transport_->broken()) backend_->free(ws_, nullptr);
+}
+
+Status RingContext::ensure_workspace(size_t bytes, void* stream) {
+  if (bytes <= ws_bytes_) return RINGATTN_SUCCESS;
+  if (ws_ != nullptr) backend_->free(ws_, stream);
+  ws_ = nullptr;
+  ws_bytes_ = 0;
+  ws_ = static_cast<char*>(backend_->alloc(bytes, stream));
+  if (ws_ == nullptr) {
+    return set_errorf(RINGATTN_ERROR_OUT_OF_MEMORY,
+                      "rank %d: cannot allocate %zu bytes of ring "
+                      "workspace",
+                      transport_->rank(), bytes);
+  }
+  ws_bytes_ = bytes;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::workspace_for(RingOp op, size_t bytes, void* stream) {
+  if (ws_agreed_[op]) return ensure_workspace(bytes, stream);
+  const Status st = ensure_workspace(bytes, stream);
+  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  const int P = transport_->size();
+  int64_t mine = st;
+  std::vector<int64_t> all(static_cast<size_t>(P));
+  const double t0 = ring_now();
+  const Status ag = transport_->allgather_i64(&mine, 1, all.data());
+  stats_.comm_wait_seconds += ring_now() - t0;
+  if (ag != RINGATTN_SUCCESS) return transport_error(ag);
+  if (st != RINGATTN_SUCCESS) return set_error(st, msg);
+  for (int r = 0; r < P; ++r) {
+    if (all[r] != RINGATTN_SUCCESS) {
+      return set_errorf(static_cast<Status>(all[r]),
+                        "rank %d: rank %d could not allocate its ring workspace (%s)",
+                        transport_->rank(), r, ringattn_status_string(static_cast<Status>(all[r])));
+    }
+  }
+  ws_agreed_[op] = true;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::abandon(Status st, comm::Exchange* ex) {
+  const std::string msg = last_error();
+  // A broken transport fails every wait at once; a healthy one finishes what is in flight.
+  if (ex != nullptr && ex->active) transport_->wait(ex);
+  for (comm::Exchange& e : chunk_ex_) {
+    if (e.active) transport_->wait(&e);
+  }
+  return set_error(st, msg);
+}
+
+Status RingContext::transport_error(Status st) { return set_error(st, transport_->error()); }
+
+Status RingContext::start(const void* send, size_t send_bytes, int dst, void* recv,
+                          size_t recv_bytes, int src, int tag, comm::Exchange* ex) {
+  const double t0 = ring_now();
+  const Status st =
+      transport_->start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
+  stats_.comm_wait_seconds += ring_now() - t0;
+  stats_.bytes_sent += static_cast<int64_t>(send_bytes);
+  return st == RINGATTN_SUCCESS ? st : transport_error(st);
+}
+
+Status RingContext::wait(comm::Exchange* ex) {
+  const double t0 = ring_now();
+  const Status st = transport_->wait(ex);
+  stats_.comm_wait_seconds += ring_now() - t0;
+  return st == RINGATTN_SUCCESS ? st : transport_error(st);
+}
+
+void RingContext::progress(comm::Exchange* exs, int n) {
+  const double t0 = ring_now();
+  for (int i = 0; i < n; ++i) transport_->progress(&exs[i]);
+  stats_.comm_wait_seconds += ring_now() - t0;
+}
+
+TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
+  const int64_t B = shape_.batch, H = shape_.hkv, D = shape_.d;
+  const int64_t row = 2 * B * H * D;
+  const int64_t off = row0 * row + which * B * H * D;
+  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(shape_.dtype)),
+                   shape_.dtype, H * D, row, D};
+}
+
+Status RingContext::pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf,
+                            void* stream) {
+  const int64_t rows = shape_.seq;
+  if (rows == 0 || shape_.batch == 0) return RINGATTN_SUCCESS;
+  return timed_compute([&] {
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(shape_.batch, rows, shape_.hkv, shape_.d,
+                                               tensor_ref(*k, shape_.packed), kv_ref(buf, 0, 0),
+                                               stream));
+    return backend_->convert(shape_.batch, rows, shape_.hkv, shape_.d,
+                             tensor_ref(*v, shape_.packed), kv_ref(buf, 1, 0), stream);
+  });
+}
+
+namespace {
+
+// Packed tensors hold exactly this rank's share of every sequence of the global batch.
+Status check_packed_share(const AttnShape& shape, const AttnOptions& opts, int32_t world,
+                          int32_t rank) {
+  if (!shape.packed) return RINGATTN_SUCCESS;
+  int64_t want = 0;
+  for (size_t b = 0; b + 1 < opts.cu_seqlens.size(); ++b) {
+    want += scheme_local_len(opts.scheme, opts.cu_seqlens[b + 1] - opts.cu_seqlens[b], world, rank);
+  }
+  if (want != shape.seq) {
+    return set_errorf(
+        RINGATTN_ERROR_SHAPE_MISMATCH,
+        "'q' holds T=%lld local tokens but rank %d's share of 'params'.cu_seqlens "
+        "(%lld sequences, %lld tokens) on %d ranks is %lld",
+        static_cast<long long>(shape.seq), rank, static_cast<long long>(opts.cu_seqlens.size() - 1),
+        static_cast<long long>(opts.cu_seqlens.back()), world, static_cast<long long>(want));
+  }
+  return RINGATTN_SUCCESS;
+}
+
+}  // namespace
+
+Status RingContext::prepare(RingOp op, Status local_status, const std::string& local_message,
+                            const AttnShape& shape, const AttnOptions& opts,
+                            const ringattn_attn_params_t* params, bool has_lse) {
+  stats_ = RingStats{};
+  int64_t fp[kFingerprintSize];
+  make_fingerprint(op, local_status, shape, opts, params, has_lse, chunks_, fp);
+  int64_t global_seq = 0;
+  const double t0 = ring_now();
+  const Status st =
+      agree_on_problem(transport_.get(), fp, &agreed_, &global_seq, &local_rows_, local_message);
+  stats_.comm_wait_seconds += ring_now() - t0;
+  RINGATTN_RETURN_IF_ERROR(st);
+  shape_ = shape;
+  opts_ = opts;
+  // The plan depends on everything in the fingerprints but the operation (forward and backward
+  // share it). Compared in place: the hot path allocates nothing.
+  bool same = plan_valid_ && plan_key_.size() == agreed_.size();
+  for (size_t i = 0; same && i < agreed_.size(); ++i) {
+    same = i % kFingerprintSize == kFingerprintOpField || plan_key_[i] == agreed_[i];
+  }
+  if (same) return RINGATTN_SUCCESS;
+  RingProblem prob;
+  prob.world = transport_->size();
+  prob.rank = transport_->rank();
+  prob.scheme = opts.scheme;
+  prob.packed = shape.packed;
+  prob.batch = shape.batch;
+  prob.seq_len = shape.packed ? 0 : global_seq;
+  prob.cu_seqlens = opts.cu_seqlens;
+  prob.hq = shape.hq;
+  prob.hkv = shape.hkv;
+  prob.d = shape.d;
+  prob.mask = opts.mask;
+  prob.chunks = chunks_;
+  plan_.build(prob);
+  plan_key_ = agreed_;
+  plan_valid_ = true;
+  ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                            const ringattn_tensor_t* v, ringattn_tensor_t* o,
+                            ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
+                            void* stream) {
+  const double t0 = ring_now();
+  AttnShape shape;
+  AttnOptions opts;
+  Status st = validate_forward_tensors(q, k, v, o, lse, &shape);
+  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
+  if (st == RINGATTN_SUCCESS) {
+    st = check_packed_share(shape, opts, transport_->size(), transport_->rank());
+  }
+  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
+  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  RINGATTN_RETURN_IF_ERROR(prepare(kOpForward, st, msg, shape, opts, params, lse != nullptr));
+  st = run_forward(q, k, v, o, lse, stream);
+  stats_.total_seconds = ring_now() - t0;
+  return st;
+}
+
+Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                             const ringattn_tensor_t* v, const ringattn_tensor_t* o,
+                             const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
+                             ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+                             const ringattn_attn_params_t* params, void* stream) {
+  const double t0 = ring_now();
+  AttnShape shape;
+  AttnOptions opts;
+  Status st = validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape);
+  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
+  if (st == RINGATTN_SUCCESS) {
+    st = check_packed_share(shape, opts, transport_->size(), transport_->rank());
+  }
+  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
+  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  RINGATTN_RETURN_IF_ERROR(prepare(kOpBackward, st, msg, shape, opts, params, true));
+  st = run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+  stats_.total_seconds = ring_now() - t0;
+  return st;
+}
+
+}  // namespace ringattn

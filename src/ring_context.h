@@ -1,0 +1,114 @@
+// The ring executor's context: a transport, a compute backend, the plan of the last problem and
+// a workspace that grows once per problem and is reused. Written once over the Backend and
+// Transport interfaces; forward and backward live in ring_forward.cpp and ring_backward.cpp.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agree.h"
+#include "backend.h"
+#include "ring_plan.h"
+#include "ringattn/ringattn.h"
+#include "transport.h"
+#include "validate.h"
+
+namespace ringattn {
+
+// Seconds on a monotonic clock.
+double ring_now();
+
+struct RingStats {
+  double total_seconds = 0, compute_seconds = 0, comm_wait_seconds = 0;
+  int64_t bytes_sent = 0;
+  int32_t steps = 0, steps_skipped = 0;
+};
+
+class RingContext {
+ public:
+  RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend, int32_t chunks);
+  ~RingContext();
+  RingContext(const RingContext&) = delete;
+  RingContext& operator=(const RingContext&) = delete;
+
+  Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                 ringattn_tensor_t* o, ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
+                 void* stream);
+  Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                  const ringattn_tensor_t* v, const ringattn_tensor_t* o,
+                  const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
+                  ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+                  const ringattn_attn_params_t* params, void* stream);
+
+  comm::Transport* transport() { return transport_.get(); }
+  size_t workspace_bytes() const { return ws_bytes_; }
+  const RingStats& stats() const { return stats_; }
+
+ private:
+  // Validate locally, agree with every rank, and (re)build the plan when the problem changed.
+  Status prepare(RingOp op, Status local_status, const std::string& local_message,
+                 const AttnShape& shape, const AttnOptions& opts,
+                 const ringattn_attn_params_t* params, bool has_lse);
+  Status ensure_workspace(size_t bytes, void* stream);
+  // The first call of an operation on a new plan allocates and then agrees that every rank
+  // succeeded, so that one rank out of memory fails every rank instead of stalling the ring.
+  Status workspace_for(RingOp op, size_t bytes, void* stream);
+  // Timed wrappers: backend time counts as compute, transport time as waiting.
+  template <typename F>
+  Status timed_compute(F&& f);
+  Status wait(comm::Exchange* ex);
+  void progress(comm::Exchange* exs, int n);
+  Status start(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes, int src,
+               int tag, comm::Exchange* ex);
+  Status transport_error(Status st);
+  // After a failure in the middle of a ring, finish (bounded by the timeout) what is in flight
+  // so that no transfer outlives the call; returns `st`.
+  Status abandon(Status st, comm::Exchange* ex);
+  // Pack this rank's K and V into a ring buffer.
+  Status pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf, void* stream);
+  // Views of a K/V ring buffer ([rows, 2, B, Hkv, D] in the input dtype) from row `row0`.
+  TensorRef kv_ref(void* buf, int which, int64_t row0) const;
+
+  Status run_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                     const ringattn_tensor_t* v, ringattn_tensor_t* o, ringattn_tensor_t* lse,
+                     void* stream);
+  Status run_backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                      const ringattn_tensor_t* v, const ringattn_tensor_t* lse,
+                      const ringattn_tensor_t* o, const ringattn_tensor_t* dout,
+                      ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+                      void* stream);
+
+  std::unique_ptr<comm::Transport> transport_;
+  Backend* backend_;
+  int32_t chunks_;
+  RingPlan plan_;
+  bool plan_valid_ = false;
+  bool ws_agreed_[3] = {false, false, false};  // per RingOp, since the last plan change
+  std::vector<int64_t> plan_key_;              // the agreed fingerprints the plan was built for
+  std::vector<int64_t> agreed_, local_rows_;
+  AttnShape shape_;
+  AttnOptions opts_;
+  char* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::vector<comm::Exchange> chunk_ex_;  // per chunk: gradient accumulators in flight
+  std::vector<char> chunk_init_;          // per Q chunk: forward accumulators hold a result
+  RingStats stats_;
+};
+
+template <typename F>
+Status RingContext::timed_compute(F&& f) {
+  const double t0 = ring_now();
+  const Status st = f();
+  stats_.compute_seconds += ring_now() - t0;
+  return st;
+}
+
+// Element offset helpers for [B, S, H, D] views.
+TensorRef offset_rows(const TensorRef& t, int64_t row0);
+RowStatRef offset_rows(const RowStatRef& t, int64_t row0);
+
+}  // namespace ringattn

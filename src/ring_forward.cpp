@@ -1,0 +1,103 @@
+// Ring forward (DESIGN.md): Q stays; K/V blocks move to rank r+1 each step while the current
+// block is computed in chunks of query rows, with the transport driven between chunks. Each
+// chunk's partial (O, LSE) is merged into float32 accumulators; O is cast once at the end.
+#include <cmath>
+
+#include "ring_context.h"
+
+namespace ringattn {
+namespace {
+
+constexpr int kTagKv = 1;
+
+size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+
+}  // namespace
+
+Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                                const ringattn_tensor_t* v, ringattn_tensor_t* o,
+                                ringattn_tensor_t* lse, void* stream) {
+  const RingPlan& plan = plan_;
+  const int32_t P = plan.world(), C = plan.chunks(), me = transport_->rank();
+  const int64_t B = shape_.batch, S = shape_.seq, Hq = shape_.hq, Hkv = shape_.hkv, D = shape_.d;
+  stats_.steps = P;
+  if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
+
+  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape_.dtype);
+  const size_t kv_bytes = align64(static_cast<size_t>(plan.max_rows()) * kv_row);
+  const size_t o_bytes = align64(sizeof(float) * B * S * Hq * D);
+  const size_t lse_bytes = lse != nullptr ? 0 : align64(sizeof(float) * B * Hq * S);
+  RINGATTN_RETURN_IF_ERROR(
+      workspace_for(kOpForward, 2 * kv_bytes + o_bytes + lse_bytes + 64, stream));
+  char* kv[2] = {ws_, ws_ + kv_bytes};
+  float* o32 = reinterpret_cast<float*>(ws_ + 2 * kv_bytes);
+  const TensorRef o_acc{o32, kF32, S * Hq * D, Hq * D, D};
+  // The caller's LSE is float32 already: accumulate in place.
+  const RowStatRef lse_acc =
+      lse != nullptr
+          ? rowstat_ref(*lse, shape_.packed)
+          : RowStatRef{reinterpret_cast<float*>(ws_ + 2 * kv_bytes + o_bytes), Hq * S, S};
+  const TensorRef qref = tensor_ref(*q, shape_.packed);
+
+  RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
+  for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
+
+  const int next = (me + 1) % P, prev = (me - 1 + P) % P;
+  comm::Exchange ex;
+  int cur = 0;
+  for (int32_t i = 0; i < P; ++i) {
+    const int32_t src = plan.step_source(i);
+    if (i + 1 < P) {
+      const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
+      const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
+      const Status st = start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+    }
+    if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;
+    for (int32_t c = 0; c < C; ++c) {
+      if (!plan.fwd_visible(i, c)) continue;
+      const RowChunk& qc = plan.q_chunk(c);
+      FwdParams p{};
+      p.batch = B;
+      p.sq = qc.rows;
+      p.sk = plan.rows_of(src);
+      p.hq = Hq;
+      p.hkv = Hkv;
+      p.d = D;
+      p.q = offset_rows(qref, qc.row0);
+      p.k = kv_ref(kv[cur], 0, 0);
+      p.v = kv_ref(kv[cur], 1, 0);
+      p.o = offset_rows(o_acc, qc.row0);
+      p.lse = offset_rows(lse_acc, qc.row0);
+      p.scale = opts_.scale;
+      p.mask = opts_.mask;
+      p.q_pos = plan.map(qc);
+      p.k_pos = plan.block_map(src);
+      p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
+      const Status st = timed_compute([&] { return backend_->forward(p, stream); });
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      chunk_init_[c] = 1;
+      progress(&ex, 1);
+    }
+    if (i + 1 < P) {
+      const Status st = wait(&ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      cur = 1 - cur;
+    }
+  }
+  return timed_compute([&] {
+    // Rows that saw no key anywhere: O = 0, LSE = -inf.
+    for (int32_t c = 0; c < C; ++c) {
+      const RowChunk& qc = plan.q_chunk(c);
+      if (chunk_init_[c] || qc.rows == 0) continue;
+      const TensorRef zero{nullptr, kF32, 0, 0, 0};
+      RINGATTN_RETURN_IF_ERROR(
+          backend_->convert(B, qc.rows, Hq, D, zero, offset_rows(o_acc, qc.row0), stream));
+      RINGATTN_RETURN_IF_ERROR(
+          backend_->fill_rowstat(B, Hq, qc.rows, offset_rows(lse_acc, qc.row0), -INFINITY, stream));
+    }
+    return backend_->convert(B, S, Hq, D, o_acc, tensor_ref(*o, shape_.packed), stream);
+  });
+}
+
+}  // namespace ringattn

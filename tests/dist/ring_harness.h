@@ -1,0 +1,67 @@
+// One distributed attention case end to end: global random inputs shared by every rank, each
+// rank's shard by the scheme, the ring forward (and backward) through the C API on poisoned
+// outputs, the local results gathered on rank 0 in global order, and the checks of the
+// correctness standard against the float64 reference of the whole problem.
+#pragma once
+
+#include <mpi.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "dist_util.h"
+#include "ringattn/ringattn_mpi.h"
+
+namespace ringattn {
+namespace test {
+
+struct RingCase {
+  std::string name;
+  ringattn_scheme_t scheme = RINGATTN_SCHEME_ZIGZAG;
+  GlobalLayout layout;
+  int64_t hq = 2, hkv = 1, d = 32;
+  DType dtype = kF32;
+  bool causal = false;
+  int64_t window_left = -1, window_right = -1;
+  bool backward = false;
+  int64_t head_pad = 0;  // non-dense strides in the local tensors
+  bool with_lse = true;  // false: the forward gets lse = NULL (O only; the backward needs it)
+};
+std::string describe(const RingCase& c);
+inline void PrintTo(const RingCase& c, std::ostream* os) { *os << describe(c); }
+
+// Global results in [B, rows, H, D] / [B, H, rows] order (valid on rank 0 only).
+struct RingResult {
+  bool ok = true;     // every API call succeeded on every rank
+  std::string error;  // the first failure, with its rank
+  std::vector<double> o, lse, dq, dk, dv;
+  std::vector<std::vector<double>> local;  // this rank's raw outputs, for bitwise comparisons
+};
+
+// The global inputs of a case, from a seed.
+struct RingInputs {
+  std::vector<double> q, k, v, dout;
+};
+RingInputs make_inputs(const RingCase& c, uint64_t seed);
+
+// Run the case on `ctx` (collective over its communicator `comm`).
+RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t ctx, MPI_Comm comm);
+
+// Errors of a result against the float64 reference (rank 0), per output: O, LSE, dQ, dK, dV.
+struct RingErrors {
+  double e[5] = {0, 0, 0, 0, 0};
+  double naive[5] = {0, 0, 0, 0, 0};
+  double ref_max[5] = {0, 0, 0, 0, 0};  // max |ref| over the finite entries
+};
+// Checks every output against the 2x-naive rule; fills `errors` (rank 0). Returns rank 0's
+// verdict on every rank of `comm`.
+::testing::AssertionResult check_against_reference(const RingCase& c, const RingInputs& in,
+                                                   const RingResult& r, MPI_Comm comm,
+                                                   RingErrors* errors = nullptr);
+
+// A context on `comm` with default options (EXPECTs success).
+ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms = 0, int32_t chunks = 0);
+
+}  // namespace test
+}  // namespace ringattn
