@@ -297,7 +297,8 @@ int main(int argc, char** argv) {
 
   const char* mask_name = p.causal ? "causal" : "full";
   printf(
-      "# ringattn_kernel_bench  threads %d  fp32 FMA peak %.1f GFLOP/s (measured: all threads, best "
+      "# ringattn_kernel_bench  threads %d  fp32 FMA peak %.1f GFLOP/s (measured: all threads, "
+      "best "
       "of 5 bursts)\n",
       threads, peak);
   printf("%-14s %7s %5s %3s %4s %4s %6s %7s %11s %11s %10s %7s %10s\n", "kernel", "S", "D", "B",

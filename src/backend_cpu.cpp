@@ -1,6 +1,7 @@
 // The CPU backend: the Backend interface over kernels/cpu.
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "attention_cpu.h"
@@ -8,6 +9,17 @@
 
 namespace ringattn {
 namespace {
+
+// The host kernels report a failed scratch allocation with std::bad_alloc on the caller's thread.
+template <typename F>
+Status run_kernel(const char* what, F&& f) {
+  try {
+    f();
+  } catch (const std::bad_alloc&) {
+    return set_errorf(RINGATTN_ERROR_OUT_OF_MEMORY, "cpu backend: out of host memory in %s", what);
+  }
+  return RINGATTN_SUCCESS;
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -27,17 +39,14 @@ class CpuBackend final : public Backend {
   }
 
   Status forward(const FwdParams& p, void*) override {
-    cpu::attention_forward(p);
-    return RINGATTN_SUCCESS;
+    return run_kernel("forward", [&] { cpu::attention_forward(p); });
   }
   Status backward(const BwdParams& p, void*) override {
-    cpu::attention_backward(p);
-    return RINGATTN_SUCCESS;
+    return run_kernel("backward", [&] { cpu::attention_backward(p); });
   }
   Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                        const TensorRef& o, const RowStatRef& delta, void*) override {
-    cpu::compute_delta(batch, s, h, d, dout, o, delta);
-    return RINGATTN_SUCCESS;
+    return run_kernel("compute_delta", [&] { cpu::compute_delta(batch, s, h, d, dout, o, delta); });
   }
   Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
                        const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
@@ -47,8 +56,7 @@ class CpuBackend final : public Backend {
   }
   Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                  const TensorRef& dst, void*) override {
-    cpu::convert(batch, s, h, d, src, dst);
-    return RINGATTN_SUCCESS;
+    return run_kernel("convert", [&] { cpu::convert(batch, s, h, d, src, dst); });
   }
   Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
                       void*) override {

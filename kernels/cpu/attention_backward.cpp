@@ -89,6 +89,12 @@ void attention_backward(const BwdParams& p) {
   const float scale = p.scale;
   const int nthreads = omp_get_max_threads();
   std::vector<float*> dq_bufs(static_cast<size_t>(nthreads), nullptr);
+  reserve_thread_scratch({{kSlotTileE, sizeof(float) * group * sq * d},
+                          {kSlotTileA, sizeof(float) * 2 * kBlockK * kBlockQ},
+                          {kSlotTileB, sizeof(float) * kBlockQ * kBlockK},
+                          {kSlotTileC, sizeof(float) * 2 * kBlockK * d},
+                          {kSlotTileD, sizeof(float) * d}},
+                         nthreads);
 
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t hk = 0; hk < p.hkv; ++hk) {

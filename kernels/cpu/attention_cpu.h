@@ -1,6 +1,7 @@
 // Local attention on the host: one Q shard against one K/V block (kernels/common/local_params.h).
 // No MPI, no CUDA. Multi-threaded with OpenMP over (batch, head, query block); O(S) memory.
-// Arguments are assumed valid: src/ validates before calling.
+// Arguments are assumed valid: src/ validates before calling. Scratch memory is per thread and
+// reused across calls; a failed allocation throws std::bad_alloc on the caller's thread.
 #pragma once
 
 #include <stdint.h>

@@ -21,10 +21,11 @@ namespace cpu {
 namespace {
 
 // Tile sizes, chosen by measurement with ringattn_kernel_bench (fp32, D = 128, one thread,
-// S = 2048, H = 1; forward GFLOP/s, best of 5, against a single-core FMA peak of ~92 GFLOP/s on
-// the shared 2-core Zen 3 machine, where runs vary by +-10%):
-//   (kBlockQ, kBlockK) = (64, 64): 55.7   (64, 128): 55.0   (128, 64): 66.7, 62.5   (32, 128): 44.7
-//   (128, 128): 44.0   (256, 64): 57.0   (192, 64): 65.5   (128, 32): 56.7   (256, 32): 56.1
+// S = 2048, H = 1; forward GFLOP/s, best of 10, single-core FMA peak ~92 GFLOP/s on the 2-core
+// Zen 3 VM, measured while the machine was quiet):
+//   (kBlockQ, kBlockK) = (128, 64): 70.4, 70.5   (128, 128): 67.4, 64.6   (256, 64): 69.3
+//   (128, 32): 64.8   (64, 64): 56.7   (128, 64) with 64-wide GEMM chunks: 70.6
+// (earlier runs under interference ranked them the same way: (32, 128) 44.7, (64, 128) 55.0).
 // A taller query tile reuses each packed K^T/V tile for more rows; 128 x 64 keeps Q, O, S and the
 // K/V tiles (64 + 64 + 32 + 32 + 32 KiB) inside the 512 KiB L2.
 constexpr int64_t kBlockQ = 128;
@@ -83,6 +84,11 @@ void attention_forward(const FwdParams& p) {
   const TileIndex qix = make_tile_index(p.q_pos, p.sq, kBlockQ, kSlotQPos);
   const TileIndex kix = make_tile_index(p.k_pos, p.sk, kBlockK, kSlotKPos);
   const int64_t nqt = qix.ntiles, nkt = kix.ntiles;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * kBlockQ * d},
+                          {kSlotTileB, sizeof(float) * kBlockQ * d},
+                          {kSlotTileC, sizeof(float) * kBlockQ * kBlockK},
+                          {kSlotTileD, sizeof(float) * 2 * kBlockQ}},
+                         omp_get_max_threads());
   const PackedKV kv = nkt > 0 ? pack_kv(p, nkt) : PackedKV{nullptr, nullptr};
   const int64_t group = p.hq / p.hkv;
   const int64_t lanes = simd_lanes();

@@ -14,6 +14,7 @@ namespace cpu {
 void compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                    const TensorRef& o, const RowStatRef& delta) {
   const int64_t rows = batch * s * h;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * 2 * d}}, omp_get_max_threads());
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
@@ -41,6 +42,7 @@ void merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorR
 void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
              const TensorRef& dst) {
   const int64_t rows = batch * s * h;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);

@@ -6,7 +6,12 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include <omp.h>
+
+#include <atomic>
+#include <initializer_list>
 #include <new>
+#include <utility>
 
 namespace ringattn {
 namespace cpu {
@@ -21,14 +26,21 @@ class ScratchBuffer {
   // At least `count` elements of T, 64-byte aligned; contents unspecified.
   template <typename T>
   T* get(size_t count) {
-    const size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+    if (!reserve(count * sizeof(T))) throw std::bad_alloc();
+    return static_cast<T*>(ptr_);
+  }
+
+  // Grows the buffer to at least `bytes`; false if the allocation failed (buffer left empty).
+  bool reserve(size_t bytes) noexcept {
+    bytes = (bytes + 63) / 64 * 64;
     if (bytes > cap_) {
       free(ptr_);
+      cap_ = 0;
       ptr_ = aligned_alloc(64, bytes);
-      if (ptr_ == nullptr) throw std::bad_alloc();
+      if (ptr_ == nullptr) return false;
       cap_ = bytes;
     }
-    return static_cast<T*>(ptr_);
+    return true;
   }
 
  private:
@@ -55,6 +67,21 @@ enum ScratchSlot : int {
 inline ScratchBuffer& thread_scratch(ScratchSlot slot) {
   thread_local ScratchBuffer buffers[kSlotCount];
   return buffers[slot];
+}
+
+// Grows the given slots on every thread of an OpenMP team of `nthreads` before the parallel region
+// that uses them, so that the region's get() calls never allocate. An allocation failure then
+// surfaces as std::bad_alloc on the caller's thread (which the C API turns into
+// RINGATTN_ERROR_OUT_OF_MEMORY) instead of an exception escaping a parallel region, which would
+// terminate the program.
+inline void reserve_thread_scratch(std::initializer_list<std::pair<ScratchSlot, size_t>> slots,
+                                   int nthreads) {
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(nthreads)
+  for (const auto& s : slots) {
+    if (!thread_scratch(s.first).reserve(s.second)) ok.store(false);
+  }
+  if (!ok.load()) throw std::bad_alloc();
 }
 
 }  // namespace cpu

@@ -1,0 +1,130 @@
+// The ring plan on its own (no MPI): which block each step holds, chunk slicing, and which
+// (step, chunk) pairs the mask hides, for the schemes, masks and packed batches of the ring.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "ring_plan.h"
+
+namespace ringattn {
+namespace {
+
+RingProblem problem(int32_t world, int32_t rank, int32_t scheme, int64_t seq, MaskSpec mask,
+                    int32_t chunks = 4) {
+  RingProblem p;
+  p.world = world;
+  p.rank = rank;
+  p.scheme = scheme;
+  p.seq_len = seq;
+  p.hq = p.hkv = 1;
+  p.d = 32;
+  p.mask = mask;
+  p.chunks = chunks;
+  return p;
+}
+
+int64_t rows_of(const RingPlan& plan, const RowChunk& c) { return posmap_rows(plan.map(c)); }
+
+TEST(RingPlan, StepsVisitEveryBlockOnceStartingWithTheOwnBlock) {
+  RingPlan plan;
+  plan.build(problem(5, 3, kContiguous, 103, MaskSpec{-1, -1}));
+  std::vector<int> seen(5, 0);
+  for (int i = 0; i < 5; ++i) ++seen[plan.step_source(i)];
+  EXPECT_EQ(plan.step_source(0), 3);
+  EXPECT_EQ(plan.step_source(1), 2);
+  EXPECT_EQ(seen, std::vector<int>(5, 1));
+  int64_t total = 0;
+  for (int s = 0; s < 5; ++s) total += plan.rows_of(s);
+  EXPECT_EQ(total, 103);
+  EXPECT_EQ(plan.max_rows(), 21);
+}
+
+TEST(RingPlan, ChunksCoverEachBlockExactlyAndAgreeWithTheirPositions) {
+  for (int32_t scheme : {kContiguous, kZigzag, kStriped}) {
+    RingPlan plan;
+    plan.build(problem(3, 1, scheme, 50, MaskSpec{-1, 0}, 4));
+    for (int s = 0; s < 3; ++s) {
+      int64_t next = 0;
+      for (int c = 0; c < 4; ++c) {
+        const RowChunk& k = plan.k_chunk(s, c);
+        EXPECT_EQ(k.row0, next);
+        EXPECT_EQ(rows_of(plan, k), k.rows);
+        EXPECT_LE(k.rows, plan.slot_rows());
+        // Row i of the chunk is row row0 + i of the block.
+        for (int64_t i = 0; i < k.rows; ++i) {
+          int64_t sa, pa, sb, pb;
+          posmap_lookup(plan.map(k), i, &sa, &pa);
+          posmap_lookup(plan.block_map(s), k.row0 + i, &sb, &pb);
+          EXPECT_EQ(pa, pb);
+          EXPECT_EQ(sa, sb);
+        }
+        next += k.rows;
+      }
+      EXPECT_EQ(next, plan.rows_of(s));
+    }
+  }
+}
+
+TEST(RingPlan, CausalContiguousHidesEveryLaterBlock) {
+  const int P = 4;
+  for (int r = 0; r < P; ++r) {
+    RingPlan plan;
+    plan.build(problem(P, r, kContiguous, 400, make_mask_spec(true, -1, -1)));
+    for (int i = 0; i < P; ++i) {
+      const bool later = plan.step_source(i) > r;
+      EXPECT_EQ(plan.step_visible_fwd(i), !later) << "rank " << r << " step " << i;
+      EXPECT_EQ(plan.step_visible_bwd(i), !later) << "rank " << r << " step " << i;
+    }
+  }
+}
+
+TEST(RingPlan, ZigzagCausalHasNoHiddenStepButHiddenChunks) {
+  // Zigzag balances causal work: every step has visible work, and the first chunk of rank 0's
+  // queries (positions 0..) sees nothing of any other block.
+  const int P = 4;
+  RingPlan plan;
+  plan.build(problem(P, 0, kZigzag, 800, make_mask_spec(true, -1, -1), 2));
+  for (int i = 0; i < P; ++i) EXPECT_TRUE(plan.step_visible_fwd(i));
+  for (int i = 1; i < P; ++i) EXPECT_FALSE(plan.fwd_visible(i, 0)) << "step " << i;
+  for (int i = 1; i < P; ++i) EXPECT_TRUE(plan.fwd_visible(i, 1)) << "step " << i;
+}
+
+TEST(RingPlan, SlidingWindowHidesStepsBeyondTheWindow) {
+  RingPlan plan;
+  // Blocks of 100 tokens, window 30 to the left: rank 5 sees blocks 5 and 4 only.
+  plan.build(problem(8, 5, kContiguous, 800, make_mask_spec(true, 30, -1)));
+  for (int i = 0; i < 8; ++i) {
+    const int s = plan.step_source(i);
+    EXPECT_EQ(plan.step_visible_fwd(i), s == 5 || s == 4) << "block " << s;
+  }
+}
+
+TEST(RingPlan, PackedSequencesShorterThanTheRingLeaveRanksEmpty) {
+  RingProblem p = problem(4, 3, kZigzag, 0, make_mask_spec(true, -1, -1));
+  p.packed = true;
+  p.cu_seqlens = {0, 3, 5, 6, 46};  // lengths 3, 2, 1, 40
+  RingPlan plan;
+  plan.build(p);
+  int64_t total = 0;
+  for (int s = 0; s < 4; ++s) total += plan.rows_of(s);
+  EXPECT_EQ(total, 46);
+  // Rank 3 holds zigzag chunks 3 and 4 of each sequence: nothing of the 3 short ones.
+  PosMap m = plan.block_map(3);
+  for (int32_t i = 0; i < m.num_runs; ++i) EXPECT_EQ(m.runs[i].seq, 3);
+  // Different sequences never see each other.
+  const PosRun a{0, 0, 3, 1}, b{1, 0, 2, 1};
+  EXPECT_FALSE(runs_may_see(MaskSpec{-1, -1}, &a, 1, &b, 1));
+  EXPECT_TRUE(runs_may_see(MaskSpec{-1, -1}, &a, 1, &a, 1));
+}
+
+TEST(RingPlan, EmptyProblemHasNothingVisible) {
+  RingPlan plan;
+  plan.build(problem(3, 0, kStriped, 2, MaskSpec{-1, -1}));
+  EXPECT_EQ(plan.rows_of(2), 0);
+  // Rank 0's queries against the empty block of rank 2 (step 1) see nothing.
+  EXPECT_FALSE(plan.step_visible_fwd(1));
+  EXPECT_TRUE(plan.step_visible_fwd(0));
+}
+
+}  // namespace
+}  // namespace ringattn
