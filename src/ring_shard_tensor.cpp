@@ -1,10 +1,10 @@
-// C API: shard and unshard a global host tensor by a scheme (ringattn_mpi.h). Row copies only:
+// C API: shard and unshard a global host tensor by a scheme (ringattn.h). Row copies only:
 // which global row each local row is comes from scheme_runs, as everywhere else.
 #include <cstring>
 #include <string>
 
 #include "positions.h"
-#include "ringattn/ringattn_mpi.h"
+#include "ringattn/ringattn.h"
 #include "status.h"
 #include "validate.h"
 

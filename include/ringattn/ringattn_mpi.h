@@ -93,25 +93,8 @@ RINGATTN_API ringattn_status_t ringattn_ring_backward(
     const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
     ringattn_tensor_t* dv, const ringattn_attn_params_t* params, void* stream);
 
-/* ---- shard / unshard of a global tensor (host memory; no communication) ------------------- */
-
-/* Copy rank `rank`'s shard of a global tensor into a local one, by `scheme` over `world` ranks.
- * Fixed length: global [B, S, H, D] -> local [B, S_local, H, D] (cu_seqlens NULL, num_seqs 0).
- * Packed: global [T, H, D] -> local [T_local, H, D], each of the num_seqs sequences of
- * cu_seqlens (B+1 offsets) sharded on its own. Both tensors have the same dtype; strides are
- * honoured. */
-RINGATTN_API ringattn_status_t ringattn_shard_tensor(const ringattn_tensor_t* global,
-                                                     ringattn_tensor_t* local,
-                                                     ringattn_scheme_t scheme,
-                                                     const int64_t* cu_seqlens, int64_t num_seqs,
-                                                     int32_t world, int32_t rank);
-/* The inverse: write rank `rank`'s local rows into their places in the global tensor (rows of
- * other ranks are left untouched; call once per rank's shard to assemble the whole). */
-RINGATTN_API ringattn_status_t ringattn_unshard_tensor(const ringattn_tensor_t* local,
-                                                       ringattn_tensor_t* global,
-                                                       ringattn_scheme_t scheme,
-                                                       const int64_t* cu_seqlens, int64_t num_seqs,
-                                                       int32_t world, int32_t rank);
+/* Shard / unshard helpers for global tensors: ringattn_shard_tensor, ringattn_unshard_tensor in
+ * ringattn.h (they need no MPI). */
 
 #ifdef __cplusplus
 } /* extern "C" */
