@@ -55,6 +55,11 @@ class Transport {
   // flight); every later call fails fast and buffers given to it must not be freed.
   virtual bool broken() const = 0;
 
+  // The stream that the caller's compute runs on (cudaStream_t; NULL for the default stream).
+  // Transports that move device buffers order their copies against it; host transports ignore
+  // it. Set by the executor at the start of every call, before the first exchange.
+  virtual void set_stream(void* stream) { (void)stream; }
+
   void set_timeout_ms(int64_t ms) { timeout_ms_ = ms; }
   int64_t timeout_ms() const { return timeout_ms_; }
   // Message of the last failure of this transport.

@@ -3,6 +3,12 @@
 #include <cstring>
 
 #include "host_dtype.h"
+#if defined(RINGATTN_HAVE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
+#if defined(RINGATTN_HAVE_NCCL)
+#include "ringattn/ringattn_nccl.h"
+#endif
 
 namespace ringattn {
 namespace tool {
@@ -91,6 +97,68 @@ void init_lse(Tensor* x, const Problem& p, int64_t rows) {
     x->t.shape[0] = b, x->t.shape[1] = p.hq, x->t.shape[2] = rows;
     x->t.strides[0] = p.hq * rows, x->t.strides[1] = rows, x->t.strides[2] = 1;
   }
+}
+
+Placed::~Placed() {
+#if defined(RINGATTN_HAVE_CUDA)
+  cudaFree(dev_);
+#endif
+}
+
+bool Placed::place(Tensor* host, bool device, std::string* err) {
+  host_ = host;
+  t_ = host->t;
+  if (!device) return true;
+#if defined(RINGATTN_HAVE_CUDA)
+  cudaError_t e = cudaMalloc(&dev_, host->bytes.size());
+  if (e == cudaSuccess) {
+    e = cudaMemcpy(dev_, host->bytes.data(), host->bytes.size(), cudaMemcpyHostToDevice);
+  }
+  if (e != cudaSuccess) {
+    *err = std::string("device copy of a tensor: ") + cudaGetErrorString(e);
+    return false;
+  }
+  t_.data = dev_;
+  return true;
+#else
+  *err = "backend cuda: this build has no CUDA";
+  return false;
+#endif
+}
+
+bool Placed::download(std::string* err) {
+  if (dev_ == nullptr) return true;
+#if defined(RINGATTN_HAVE_CUDA)
+  const cudaError_t e =
+      cudaMemcpy(host_->bytes.data(), dev_, host_->bytes.size(), cudaMemcpyDeviceToHost);
+  if (e != cudaSuccess) {
+    *err = std::string("copying a result from the device: ") + cudaGetErrorString(e);
+    return false;
+  }
+#else
+  (void)err;
+#endif
+  return true;
+}
+
+void device_sync() {
+#if defined(RINGATTN_HAVE_CUDA)
+  cudaDeviceSynchronize();
+#endif
+}
+
+ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,
+                                 const ringattn_context_options_t* options,
+                                 ringattn_context_t* ctx) {
+  if (transport == "nccl") {
+#if defined(RINGATTN_HAVE_NCCL)
+    return ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, backend, options, ctx);
+#else
+    *ctx = nullptr;
+    return RINGATTN_ERROR_UNSUPPORTED;
+#endif
+  }
+  return ringattn_context_create(MPI_COMM_WORLD, backend, options, ctx);
 }
 
 int64_t Tensor::elems() const {

@@ -33,6 +33,33 @@ struct Tensor {
 // The LSE [B, Hq, S] (or [Hq, T]) float32 of `rows` rows.
 void init_lse(Tensor* t, const Problem& p, int64_t rows);
 
+// The tensor a ring call sees: the host tensor itself (backend cpu) or a device copy of it
+// (backend cuda: uploaded by place(), copied back by download()). Needs a CUDA build for device.
+class Placed {
+ public:
+  Placed() = default;
+  ~Placed();
+  Placed(const Placed&) = delete;
+  Placed& operator=(const Placed&) = delete;
+  bool place(Tensor* host, bool device, std::string* err);
+  ringattn_tensor_t* t() { return &t_; }
+  bool download(std::string* err);  // device -> host (no-op for host tensors)
+
+ private:
+  Tensor* host_ = nullptr;
+  void* dev_ = nullptr;
+  ringattn_tensor_t t_{};
+};
+
+// Wait for the current device's work (no-op without CUDA): timing of backend cuda calls.
+void device_sync();
+
+// A ring context over MPI_COMM_WORLD: transport "mpi" (device buffers staged through pinned
+// host memory) or "nccl" (bootstrapped over MPI; backend cuda; needs an NCCL build).
+ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,
+                                 const ringattn_context_options_t* options,
+                                 ringattn_context_t* ctx);
+
 size_t dtype_bytes(ringattn_dtype_t d);
 bool parse_dtype(const std::string& s, ringattn_dtype_t* d);
 const char* dtype_name(ringattn_dtype_t d);

@@ -32,6 +32,7 @@ using ringattn::tool::Tensor;
 struct Args {
   int64_t begin = 4096, end = 4096, factor = 2, batch = 1, hq = 8, hkv = 0, d = 128;
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
+  std::string backend = "cpu", transport = "mpi";
   bool causal = false, single = false, verbose = false;
   int iters = 5, warmup = 1, check = 1, chunks = 0;
 };
@@ -238,6 +239,8 @@ int main(int argc, char** argv) {
   app.add_flag("--single", a.single, "time the single-process API on the whole problem");
   app.add_flag("--verbose", a.verbose, "print every rank's timing split of the last iteration");
   app.add_option("--json", a.json, "also write the rows as JSON to this file");
+  app.add_option("--backend", a.backend, "cpu|cuda (cuda: device copies of the shards)");
+  app.add_option("--transport", a.transport, "mpi|nccl (nccl: --backend cuda, one GPU per rank)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -256,6 +259,15 @@ int main(int argc, char** argv) {
   if (!ringattn::tool::parse_scheme(a.scheme, &p.scheme))
     die("--scheme: unknown value " + a.scheme);
   if (a.mode != "fwd" && a.mode != "bwd" && a.mode != "both") die("--mode: fwd|bwd|both");
+  if (a.backend != "cpu" && a.backend != "cuda") die("--backend: cpu|cuda");
+  if (a.transport != "mpi" && a.transport != "nccl") die("--transport: mpi|nccl");
+  if (a.transport == "nccl" && a.backend != "cuda") die("--transport nccl needs --backend cuda");
+#if !defined(RINGATTN_HAVE_NCCL)
+  if (a.transport == "nccl") die("--transport nccl: this build has no NCCL");
+#endif
+  const ringattn_backend_t backend =
+      a.backend == "cuda" ? RINGATTN_BACKEND_CUDA : RINGATTN_BACKEND_CPU;
+  const bool device = backend == RINGATTN_BACKEND_CUDA;
   if (a.hkv <= 0) a.hkv = a.hq;
   if (a.begin <= 0 || a.end < a.begin || a.factor < 2 || a.iters < 1 || a.warmup < 0) {
     die("bad sweep: need 0 < -b <= -e, -f >= 2, -n >= 1, -w >= 0");
@@ -276,8 +288,7 @@ int main(int argc, char** argv) {
   opts.chunks = a.chunks;
   ringattn_context_t ctx = nullptr;
   if (!a.single) {
-    if (ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CPU, &opts, &ctx) !=
-        RINGATTN_SUCCESS) {
+    if (ringattn::tool::create_context(a.transport, backend, &opts, &ctx) != RINGATTN_SUCCESS) {
       die(std::string("context: ") + ringattn_get_last_error());
     }
   }
@@ -315,19 +326,33 @@ int main(int argc, char** argv) {
       dv.init(p, n, p.hkv, dtype);
       fill_local(&dout, 3, p, p.hq, mine);
     }
+    ringattn::tool::Placed pq, pk, pv, po, plse, pdo, pdq, pdk, pdv;
+    std::string perr;
+    bool placed = pq.place(&q, device, &perr) && pk.place(&k, device, &perr) &&
+                  pv.place(&v, device, &perr) && po.place(&o, device, &perr) &&
+                  plse.place(&lse, device, &perr);
+    if (placed && bwd) {
+      placed = pdo.place(&dout, device, &perr) && pdq.place(&dq, device, &perr) &&
+               pdk.place(&dk, device, &perr) && pdv.place(&dv, device, &perr);
+    }
+    if (!placed) {
+      std::fprintf(stderr, "ringattn_bench: rank %d: %s\n", me, perr.c_str());
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     ringattn_attn_params_t prm = params;
     if (a.single) prm.scheme = RINGATTN_SCHEME_CONTIGUOUS;
     auto call_fwd = [&] {
-      return a.single ? ringattn_attention_forward(&q.t, &k.t, &v.t, &o.t, &lse.t, &prm,
-                                                   RINGATTN_BACKEND_CPU, nullptr)
-                      : ringattn_ring_forward(ctx, &q.t, &k.t, &v.t, &o.t, &lse.t, &prm, nullptr);
+      return a.single ? ringattn_attention_forward(pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &prm,
+                                                   backend, nullptr)
+                      : ringattn_ring_forward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &prm,
+                                              nullptr);
     };
     auto call_bwd = [&] {
       return a.single
-                 ? ringattn_attention_backward(&q.t, &k.t, &v.t, &o.t, &lse.t, &dout.t, &dq.t,
-                                               &dk.t, &dv.t, &prm, RINGATTN_BACKEND_CPU, nullptr)
-                 : ringattn_ring_backward(ctx, &q.t, &k.t, &v.t, &o.t, &lse.t, &dout.t, &dq.t,
-                                          &dk.t, &dv.t, &prm, nullptr);
+                 ? ringattn_attention_backward(pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
+                                               pdq.t(), pdk.t(), pdv.t(), &prm, backend, nullptr)
+                 : ringattn_ring_backward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
+                                          pdq.t(), pdk.t(), pdv.t(), &prm, nullptr);
     };
     double sum_time = 0, sum_total = 0, sum_compute = 0;
     int64_t bytes = 0;
@@ -363,6 +388,7 @@ int main(int argc, char** argv) {
         total += st.total_seconds, compute += st.compute_seconds;
         if (it >= a.warmup) bytes += st.bytes_sent;
       }
+      if (device) ringattn::tool::device_sync();  // the calls only enqueue device work
       double dt = MPI_Wtime() - t0, slowest = 0;
       MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
       if (it >= a.warmup) {
@@ -404,6 +430,14 @@ int main(int argc, char** argv) {
         qrows.push_back(all_rows ? i : (i * (S - 1)) / (samples - 1));
       Problem gp = p;
       if (a.single) gp.scheme = RINGATTN_SCHEME_CONTIGUOUS;
+      std::string derr;
+      const bool down =
+          po.download(&derr) && plse.download(&derr) &&
+          (!bwd || (pdq.download(&derr) && pdk.download(&derr) && pdv.download(&derr)));
+      if (!down) {
+        std::fprintf(stderr, "ringattn_bench: rank %d: %s\n", me, derr.c_str());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+      }
       auto gather = [&](const Tensor& t, int64_t heads, bool is_lse) {
         return ringattn::tool::gather_global(gp, t, heads, is_lse, MPI_COMM_WORLD);
       };

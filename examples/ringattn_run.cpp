@@ -2,12 +2,14 @@
 //
 //   mpirun -np P ringattn_run --q Q.npy --k K.npy --v V.npy [--do DO.npy] [--cu-seqlens CU.npy]
 //       [--causal] [--window L,R] [--scale F] [--scheme contiguous|zigzag|striped]
-//       [--dtype f32|f16|bf16] [--backend cpu|cuda] --out DIR
+//       [--dtype f32|f16|bf16] [--backend cpu|cuda] [--transport mpi|nccl] --out DIR
 //
 // Every rank reads the GLOBAL tensors (Q [B,S,Hq,D], K/V [B,S,Hkv,D], or packed [T,H,D] with
 // CU = B+1 int32/int64 offsets), casts them to --dtype and takes its shard by the scheme; the
 // ring runs; rank 0 writes global-order float32 o.npy and lse.npy ([B,Hq,S] or [Hq,T]) and, with
 // --do, dq.npy, dk.npy, dv.npy. Any bad input makes every rank exit non-zero with a message.
+// --backend cuda runs on device copies of the shards (current device; ranks may share one GPU)
+// over --transport mpi (staged through pinned host memory) or nccl (one GPU per rank).
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -26,6 +28,7 @@ using ringattn::tool::Tensor;
 
 struct Args {
   std::string q, k, v, dout, cu, out, window, scheme = "zigzag", dtype = "f32", backend = "cpu";
+  std::string transport = "mpi";
   bool causal = false;
   float scale = 0.0f;
 };
@@ -144,6 +147,14 @@ int run(const Args& a) {
     ok = false, err = "--dtype: unknown value '" + a.dtype + "' (f32|f16|bf16)";
   } else if (a.backend != "cpu" && a.backend != "cuda") {
     ok = false, err = "--backend: unknown value '" + a.backend + "' (cpu|cuda)";
+  } else if (a.transport != "mpi" && a.transport != "nccl") {
+    ok = false, err = "--transport: unknown value '" + a.transport + "' (mpi|nccl)";
+  } else if (a.transport == "nccl" && a.backend != "cuda") {
+    ok = false, err = "--transport nccl moves device buffers: use it with --backend cuda";
+#if !defined(RINGATTN_HAVE_NCCL)
+  } else if (a.transport == "nccl") {
+    ok = false, err = "--transport nccl: this build has no NCCL";
+#endif
   } else if (!a.window.empty() &&
              !parse_window(a.window, &params.window_left, &params.window_right)) {
     ok = false,
@@ -182,21 +193,47 @@ int run(const Args& a) {
       std::fprintf(stderr, "ringattn_run: sharding failed: %s\n", ringattn_get_last_error());
     return 1;
   }
-  ringattn_context_t ctx = nullptr;
-  st = ringattn_context_create(MPI_COMM_WORLD, backend, nullptr, &ctx);
-  if (st == RINGATTN_SUCCESS) {
-    st = ringattn_ring_forward(ctx, &q.t, &k.t, &v.t, &o.t, &lse.t, &params, nullptr);
-  }
-  if (st == RINGATTN_SUCCESS && backward) {
+  if (backward) {
     dq.init(p, n, p.hq, dtype);
     dk.init(p, n, p.hkv, dtype);
     dv.init(p, n, p.hkv, dtype);
-    st = ringattn_ring_backward(ctx, &q.t, &k.t, &v.t, &o.t, &lse.t, &dout.t, &dq.t, &dk.t, &dv.t,
-                                &params, nullptr);
   }
-  const std::string msg = ringattn_get_last_error();
+  // The context first: it reports an unusable backend (no device) as the library's error.
+  ringattn_context_t ctx = nullptr;
+  st = ringattn::tool::create_context(a.transport, backend, nullptr, &ctx);
+  // Backend cuda: the ring sees device copies (default stream), copied back after the calls.
+  const bool device = backend == RINGATTN_BACKEND_CUDA;
+  ringattn::tool::Placed pq, pk, pv, po, plse, pdo, pdq, pdk, pdv;
+  std::string place_err;
+  if (st == RINGATTN_SUCCESS) {
+    bool placed = pq.place(&q, device, &place_err) && pk.place(&k, device, &place_err) &&
+                  pv.place(&v, device, &place_err) && po.place(&o, device, &place_err) &&
+                  plse.place(&lse, device, &place_err);
+    if (placed && backward) {
+      placed = pdo.place(&dout, device, &place_err) && pdq.place(&dq, device, &place_err) &&
+               pdk.place(&dk, device, &place_err) && pdv.place(&dv, device, &place_err);
+    }
+    if (!placed) st = RINGATTN_ERROR_CUDA;
+  }
+  // A rank that could not place its shards must not leave the others waiting in the ring.
+  const bool go = all_ok(st == RINGATTN_SUCCESS);
+  if (go) {
+    st = ringattn_ring_forward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &params, nullptr);
+  }
+  if (go && st == RINGATTN_SUCCESS && backward) {
+    st = ringattn_ring_backward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(), pdq.t(),
+                                pdk.t(), pdv.t(), &params, nullptr);
+  }
+  std::string msg = place_err.empty() ? ringattn_get_last_error() : place_err;
   ringattn_context_destroy(ctx);
-  if (!all_ok(st == RINGATTN_SUCCESS)) {
+  if (go && st == RINGATTN_SUCCESS) {
+    // Synchronous copies on the default stream: after the ring's work on it.
+    const bool down =
+        po.download(&msg) && plse.download(&msg) &&
+        (!backward || (pdq.download(&msg) && pdk.download(&msg) && pdv.download(&msg)));
+    if (!down) st = RINGATTN_ERROR_CUDA;
+  }
+  if (!all_ok(go && st == RINGATTN_SUCCESS)) {
     if (st != RINGATTN_SUCCESS) {
       std::fprintf(stderr, "ringattn_run: rank %d: %s\n  %s\n", me, ringattn_status_string(st),
                    msg.c_str());
@@ -276,6 +313,8 @@ int main(int argc, char** argv) {
   app.add_option("--scheme", a.scheme, "contiguous|zigzag|striped (default zigzag)");
   app.add_option("--dtype", a.dtype, "f32|f16|bf16: inputs are cast to it (default f32)");
   app.add_option("--backend", a.backend, "cpu|cuda (default cpu)");
+  app.add_option("--transport", a.transport,
+                 "mpi|nccl (default mpi; nccl needs --backend cuda and one GPU per rank)");
   app.add_option("--out", a.out, "output directory (written by rank 0)")->required();
   int rc = 0;
   try {

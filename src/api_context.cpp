@@ -4,6 +4,13 @@
 #include "mpi_transport.h"
 #include "ring_context.h"
 #include "ringattn/ringattn_mpi.h"
+#if defined(RINGATTN_HAVE_CUDA)
+#include "staged_device_transport.h"
+#endif
+#if defined(RINGATTN_HAVE_NCCL)
+#include "nccl_transport.h"
+#include "ringattn/ringattn_nccl.h"
+#endif
 
 struct ringattn_context {
   std::unique_ptr<ringattn::RingContext> ring;
@@ -19,8 +26,12 @@ Status check_ctx(ringattn_context_t ctx) {
   return RINGATTN_SUCCESS;
 }
 
-Status create(MPI_Comm comm, ringattn_backend_t backend, const ringattn_context_options_t* options,
-              ringattn_context_t* out) {
+// What every constructor shares (options, backend, the context); `make` builds the transport:
+// std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, Status*, std::string*); null
+// on failure with *Status and the message set.
+template <typename Make>
+Status create_with(ringattn_backend_t backend, const ringattn_context_options_t* options,
+                   ringattn_context_t* out, const Make& make) {
   if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
   *out = nullptr;
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
@@ -39,22 +50,65 @@ Status create(MPI_Comm comm, ringattn_backend_t backend, const ringattn_context_
   }
   Backend* be = nullptr;
   RINGATTN_RETURN_IF_ERROR(get_backend(backend, &be));
-  if (be->kind() != RINGATTN_BACKEND_CPU) {
-    // The MPI transport moves host memory; device buffers need staging that is not built yet.
-    return set_error(RINGATTN_ERROR_UNSUPPORTED,
-                     "the MPI ring runs on the CPU backend only (device buffers are not staged)");
-  }
   const int64_t timeout = opts.timeout_ms > 0 ? opts.timeout_ms : comm::default_timeout_ms();
   Status st = RINGATTN_SUCCESS;
   std::string err;
-  std::unique_ptr<comm::MpiTransport> t = comm::MpiTransport::create(comm, timeout, &st, &err);
-  if (!t) return set_error(st, err);
+  std::unique_ptr<comm::Transport> transport = make(timeout, be, &st, &err);
+  if (!transport) return set_error(st, err);
   const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
   std::unique_ptr<ringattn_context> ctx(new ringattn_context);
-  ctx->ring.reset(new RingContext(std::move(t), be, chunks));
+  ctx->ring.reset(new RingContext(std::move(transport), be, chunks));
   *out = ctx.release();
   return RINGATTN_SUCCESS;
 }
+
+// The MPI transport; device buffers (backend CUDA) are staged through pinned host memory.
+struct MpiTransportMaker {
+  MPI_Comm comm;
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
+                                              std::string* err) const {
+    std::unique_ptr<comm::Transport> t = comm::MpiTransport::create(comm, timeout, st, err);
+#if defined(RINGATTN_HAVE_CUDA)
+    if (t && be->kind() == RINGATTN_BACKEND_CUDA) {
+      t.reset(new comm::StagedDeviceTransport(std::move(t)));
+    }
+#else
+    (void)be;
+#endif
+    return t;
+  }
+};
+
+#if defined(RINGATTN_HAVE_NCCL)
+// NCCL moves device memory only.
+bool nccl_backend_ok(Backend* be, Status* st, std::string* err) {
+  if (be->kind() == RINGATTN_BACKEND_CUDA) return true;
+  *st = RINGATTN_ERROR_UNSUPPORTED;
+  *err = "argument 'backend': the NCCL transport moves device buffers, use RINGATTN_BACKEND_CUDA";
+  return false;
+}
+
+// NCCL over the caller's communicator (never destroyed by the library).
+struct NcclTransportMaker {
+  ncclComm_t comm;
+  int32_t rank, world;
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
+                                              std::string* err) const {
+    if (!nccl_backend_ok(be, st, err)) return nullptr;
+    return comm::NcclTransport::wrap(comm, rank, world, timeout, st, err);
+  }
+};
+
+// NCCL with a communicator of its own, bootstrapped over MPI.
+struct NcclMpiTransportMaker {
+  MPI_Comm comm;
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
+                                              std::string* err) const {
+    if (!nccl_backend_ok(be, st, err)) return nullptr;
+    return comm::NcclTransport::bootstrap(comm, timeout, st, err);
+  }
+};
+#endif
 
 }  // namespace
 }  // namespace ringattn
@@ -66,9 +120,31 @@ ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t back
                                           ringattn_context_t* ctx) {
   ringattn::clear_error();
   RINGATTN_API_GUARD_BEGIN
-  return ringattn::create(comm, backend, options, ctx);
+  return ringattn::create_with(backend, options, ctx, ringattn::MpiTransportMaker{comm});
   RINGATTN_API_GUARD_END
 }
+
+#if defined(RINGATTN_HAVE_NCCL)
+ringattn_status_t ringattn_context_create_nccl(ncclComm_t comm, int32_t rank, int32_t world,
+                                               ringattn_backend_t backend,
+                                               const ringattn_context_options_t* options,
+                                               ringattn_context_t* ctx) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  return ringattn::create_with(backend, options, ctx,
+                               ringattn::NcclTransportMaker{comm, rank, world});
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_context_create_nccl_mpi(MPI_Comm comm, ringattn_backend_t backend,
+                                                   const ringattn_context_options_t* options,
+                                                   ringattn_context_t* ctx) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  return ringattn::create_with(backend, options, ctx, ringattn::NcclMpiTransportMaker{comm});
+  RINGATTN_API_GUARD_END
+}
+#endif  // RINGATTN_HAVE_NCCL
 
 ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx) {
   ringattn::clear_error();

@@ -198,6 +198,7 @@ Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t*
                             ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
                             void* stream) {
   const double t0 = ring_now();
+  transport_->set_stream(stream);  // device transports order their copies on it
   AttnShape shape;
   AttnOptions opts;
   Status st = validate_forward_tensors(q, k, v, o, lse, &shape);
@@ -219,6 +220,7 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
                              ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
                              const ringattn_attn_params_t* params, void* stream) {
   const double t0 = ring_now();
+  transport_->set_stream(stream);  // device transports order their copies on it
   AttnShape shape;
   AttnOptions opts;
   Status st = validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape);

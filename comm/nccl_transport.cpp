@@ -1,0 +1,312 @@
+#include "nccl_transport.h"
+
+#include <time.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+
+namespace ringattn {
+namespace comm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void nap(Clock::time_point since) {
+  if (Clock::now() - since < std::chrono::microseconds(200)) return;
+  struct timespec ts = {0, 20 * 1000};
+  nanosleep(&ts, nullptr);
+}
+
+constexpr int kIdValues = static_cast<int>((sizeof(ncclUniqueId) + 7) / 8);
+
+}  // namespace
+
+#define RINGATTN_NCCL_RETURN_IF_ERROR(expr)                    \
+  do {                                                         \
+    const ringattn_status_t ringattn_st_ = (expr);             \
+    if (ringattn_st_ != RINGATTN_SUCCESS) return ringattn_st_; \
+  } while (0)
+
+ringattn_status_t NcclTransport::fail(ringattn_status_t code, const std::string& msg) {
+  error_ = "rank " + std::to_string(rank_) + ": nccl transport: " + msg;
+  return code;
+}
+
+ringattn_status_t NcclTransport::cuda_fail(cudaError_t err, const char* what) {
+  cudaGetLastError();
+  broken_ = true;
+  return fail(RINGATTN_ERROR_CUDA, std::string(what) + " failed: " + cudaGetErrorName(err) + " (" +
+                                       cudaGetErrorString(err) + ")");
+}
+
+ringattn_status_t NcclTransport::nccl_fail(ncclResult_t r, const char* what) {
+  abort_comm();
+  std::string msg = std::string(what) + " failed: " + ncclGetErrorString(r);
+  if (!owned_) msg += " (the caller's communicator is unusable: abort it with ncclCommAbort)";
+  return fail(RINGATTN_ERROR_COMM, msg);
+}
+
+void NcclTransport::abort_comm() {
+  if (broken_) return;
+  broken_ = true;
+  if (owned_ && comm_ != nullptr) {
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
+  }
+}
+
+ringattn_status_t NcclTransport::init_stream(std::string* err) {
+  cudaError_t e = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming);
+  if (e != cudaSuccess) {
+    const ringattn_status_t st = cuda_fail(e, "creating the communication stream");
+    *err = error_;
+    return st;
+  }
+  return RINGATTN_SUCCESS;
+}
+
+std::unique_ptr<NcclTransport> NcclTransport::wrap(ncclComm_t comm, int rank, int world,
+                                                   int64_t timeout_ms, ringattn_status_t* status,
+                                                   std::string* err) {
+  if (comm == nullptr) {
+    *status = RINGATTN_ERROR_NULL_POINTER;
+    *err = "argument 'comm' is NULL";
+    return nullptr;
+  }
+  int r = -1, n = -1;
+  if (ncclCommUserRank(comm, &r) != ncclSuccess || ncclCommCount(comm, &n) != ncclSuccess) {
+    *status = RINGATTN_ERROR_COMM;
+    *err = "argument 'comm': cannot query the NCCL communicator's rank and size";
+    return nullptr;
+  }
+  if (r != rank || n != world) {
+    *status = RINGATTN_ERROR_INVALID_ARGUMENT;
+    *err = "arguments 'rank' and 'world' (" + std::to_string(rank) + ", " + std::to_string(world) +
+           ") differ from the communicator's (" + std::to_string(r) + ", " + std::to_string(n) +
+           ")";
+    return nullptr;
+  }
+  std::unique_ptr<NcclTransport> t(new NcclTransport());
+  t->comm_ = comm;
+  t->owned_ = false;
+  t->rank_ = r;
+  t->size_ = n;
+  t->timeout_ms_ = timeout_ms;
+  *status = t->init_stream(err);
+  if (*status != RINGATTN_SUCCESS) return nullptr;
+  return t;
+}
+
+std::unique_ptr<NcclTransport> NcclTransport::bootstrap(MPI_Comm mpi_comm, int64_t timeout_ms,
+                                                        ringattn_status_t* status,
+                                                        std::string* err) {
+  std::unique_ptr<MpiTransport> side = MpiTransport::create(mpi_comm, timeout_ms, status, err);
+  if (!side) return nullptr;
+  std::unique_ptr<NcclTransport> t(new NcclTransport());
+  t->rank_ = side->rank();
+  t->size_ = side->size();
+  t->timeout_ms_ = timeout_ms;
+  t->owned_ = true;
+  // Rank 0's unique id reaches every rank through the bounded MPI agreement.
+  int64_t mine[kIdValues] = {};
+  ncclResult_t r = ncclSuccess;
+  if (t->rank_ == 0) {
+    ncclUniqueId id;
+    r = ncclGetUniqueId(&id);
+    std::memcpy(mine, &id, sizeof(id));
+  }
+  std::vector<int64_t> all(static_cast<size_t>(kIdValues * t->size_));
+  *status = side->allgather_i64(mine, kIdValues, all.data());
+  if (*status != RINGATTN_SUCCESS) {
+    *err = side->error();
+    return nullptr;
+  }
+  if (r != ncclSuccess) {
+    // Only rank 0 knows; the others fail in the bounded init below.
+    *status = RINGATTN_ERROR_COMM;
+    *err = std::string("ncclGetUniqueId failed: ") + ncclGetErrorString(r);
+    return nullptr;
+  }
+  ncclUniqueId id;
+  std::memcpy(&id, all.data(), sizeof(id));
+  *status = t->init_stream(err);
+  if (*status != RINGATTN_SUCCESS) return nullptr;
+  // Nonblocking init, so that a missing rank is a timeout rather than a hang.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  r = ncclCommInitRankConfig(&t->comm_, t->size_, id, t->rank_, &config);
+  *status = t->settle(r, "ncclCommInitRankConfig");
+  if (*status != RINGATTN_SUCCESS) {
+    *err = t->error_;
+    return nullptr;
+  }
+  t->side_ = std::move(side);
+  return t;
+}
+
+NcclTransport::~NcclTransport() {
+  if (!broken_) {
+    if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
+    if (owned_ && comm_ != nullptr) ncclCommDestroy(comm_);
+    // After a failure the comm stream may never finish: its buffers and events are leaked.
+    cudaFree(dev_scratch_);
+    cudaFreeHost(host_scratch_);
+    for (cudaEvent_t e : done_) cudaEventDestroy(e);
+    if (ready_ != nullptr) cudaEventDestroy(ready_);
+    if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
+  }
+  cudaGetLastError();
+}
+
+ringattn_status_t NcclTransport::settle(ncclResult_t r, const char* what) {
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
+  while (r == ncclInProgress) {
+    if (Clock::now() >= deadline) {
+      abort_comm();
+      return fail(RINGATTN_ERROR_TIMEOUT, std::string(what) + " did not finish within " +
+                                              std::to_string(timeout_ms_) + " ms");
+    }
+    nap(start);
+    if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) r = ncclInternalError;
+  }
+  return r == ncclSuccess ? RINGATTN_SUCCESS : nccl_fail(r, what);
+}
+
+ringattn_status_t NcclTransport::wait_event(cudaEvent_t ev, const char* what) {
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
+  for (;;) {
+    const cudaError_t e = cudaEventQuery(ev);
+    if (e == cudaSuccess) return RINGATTN_SUCCESS;
+    if (e != cudaErrorNotReady) return cuda_fail(e, what);
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
+    if (async != ncclSuccess && async != ncclInProgress) return nccl_fail(async, what);
+    if (Clock::now() >= deadline) break;
+    nap(start);
+  }
+  abort_comm();
+  std::string msg = std::string(what) + " did not finish within " + std::to_string(timeout_ms_) +
+                    " ms (timeout: context option or RINGATTN_TIMEOUT_MS)";
+  if (!owned_) msg += "; the caller's communicator is stuck: abort it with ncclCommAbort";
+  return fail(RINGATTN_ERROR_TIMEOUT, msg);
+}
+
+ringattn_status_t NcclTransport::event_for(int tag, size_t* index) {
+  size_t i = 0;
+  while (i < tags_.size() && tags_[i] != tag) ++i;
+  if (i == tags_.size()) {
+    cudaEvent_t e = nullptr;
+    const cudaError_t err = cudaEventCreateWithFlags(&e, cudaEventDisableTiming);
+    if (err != cudaSuccess) return cuda_fail(err, "cudaEventCreate");
+    tags_.push_back(tag);
+    done_.push_back(e);
+  }
+  *index = i;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_bytes, int dst,
+                                                void* recv, size_t recv_bytes, int src, int tag,
+                                                Exchange* ex) {
+  if (broken_) {
+    return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
+  }
+  if (ex->active) return fail(RINGATTN_ERROR_INTERNAL, "exchange started twice");
+  if (dst < 0 || dst >= size_ || src < 0 || src >= size_) {
+    return fail(RINGATTN_ERROR_INTERNAL, "exchange peer out of range");
+  }
+  size_t e = 0;
+  RINGATTN_NCCL_RETURN_IF_ERROR(event_for(tag, &e));
+  // Everything enqueued so far on the caller's stream (the producer of `send`, the last reader
+  // of `recv`) precedes the transfer.
+  cudaError_t err = cudaEventRecord(ready_, stream_);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(comm_stream_, ready_, 0);
+  if (err != cudaSuccess) return cuda_fail(err, "ordering the transfer after the caller's stream");
+  ncclResult_t r = ncclGroupStart();
+  if (r == ncclSuccess && recv_bytes > 0) {
+    r = ncclRecv(recv, recv_bytes, ncclInt8, src, comm_, comm_stream_);
+  }
+  if (r == ncclSuccess && send_bytes > 0) {
+    r = ncclSend(send, send_bytes, ncclInt8, dst, comm_, comm_stream_);
+  }
+  const ncclResult_t end = ncclGroupEnd();
+  if (r == ncclSuccess) r = end;
+  RINGATTN_NCCL_RETURN_IF_ERROR(settle(r, "grouped ncclSend/ncclRecv"));
+  err = cudaEventRecord(done_[e], comm_stream_);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
+  ex->handles[0] = e;
+  ex->num_requests = 1;
+  ex->send_peer = dst;
+  ex->recv_peer = src;
+  ex->active = true;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t NcclTransport::wait(Exchange* ex) {
+  if (!ex->active) return RINGATTN_SUCCESS;
+  ex->active = false;
+  if (broken_) {
+    return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
+  }
+  cudaEvent_t done = done_[static_cast<size_t>(ex->handles[0])];
+  if (watchdog_) {
+    const std::string what = "ring exchange (receive from rank " + std::to_string(ex->recv_peer) +
+                             ", send to rank " + std::to_string(ex->send_peer) + ")";
+    RINGATTN_NCCL_RETURN_IF_ERROR(wait_event(done, what.c_str()));
+  }
+  const cudaError_t err = cudaStreamWaitEvent(stream_, done, 0);
+  return err == cudaSuccess ? RINGATTN_SUCCESS : cuda_fail(err, "cudaStreamWaitEvent");
+}
+
+ringattn_status_t NcclTransport::allgather_i64(const int64_t* mine, int n, int64_t* all) {
+  if (broken_) {
+    return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
+  }
+  if (side_) {
+    const ringattn_status_t st = side_->allgather_i64(mine, n, all);
+    if (st != RINGATTN_SUCCESS) {
+      abort_comm();
+      error_ = side_->error();
+    }
+    return st;
+  }
+  const size_t values = static_cast<size_t>(n) * static_cast<size_t>(size_ + 1);
+  if (values > scratch_values_) {
+    cudaFree(dev_scratch_);
+    cudaFreeHost(host_scratch_);
+    dev_scratch_ = nullptr;
+    host_scratch_ = nullptr;
+    scratch_values_ = 0;
+    cudaError_t err = cudaMalloc(&dev_scratch_, values * sizeof(int64_t));
+    if (err == cudaSuccess) {
+      err = cudaHostAlloc(reinterpret_cast<void**>(&host_scratch_), values * sizeof(int64_t),
+                          cudaHostAllocDefault);
+    }
+    if (err != cudaSuccess) return cuda_fail(err, "allocating the agreement buffers");
+    scratch_values_ = values;
+  }
+  // Layout (device and pinned host alike): [all: size * n][mine: n].
+  int64_t* dev = static_cast<int64_t*>(dev_scratch_);
+  int64_t* host_mine = host_scratch_ + static_cast<size_t>(n) * size_;
+  std::memcpy(host_mine, mine, sizeof(int64_t) * static_cast<size_t>(n));
+  cudaError_t err = cudaMemcpyAsync(dev + static_cast<size_t>(n) * size_, host_mine,
+                                    sizeof(int64_t) * n, cudaMemcpyHostToDevice, comm_stream_);
+  if (err != cudaSuccess) return cuda_fail(err, "agreement upload");
+  RINGATTN_NCCL_RETURN_IF_ERROR(settle(
+      ncclAllGather(dev + static_cast<size_t>(n) * size_, dev, n, ncclInt64, comm_, comm_stream_),
+      "ncclAllGather (agreement)"));
+  err = cudaMemcpyAsync(host_scratch_, dev, sizeof(int64_t) * static_cast<size_t>(n) * size_,
+                        cudaMemcpyDeviceToHost, comm_stream_);
+  if (err == cudaSuccess) err = cudaEventRecord(ready_, comm_stream_);
+  if (err != cudaSuccess) return cuda_fail(err, "agreement download");
+  RINGATTN_NCCL_RETURN_IF_ERROR(wait_event(ready_, "agreement (allgather)"));
+  std::memcpy(all, host_scratch_, sizeof(int64_t) * static_cast<size_t>(n) * size_);
+  return RINGATTN_SUCCESS;
+}
+
+}  // namespace comm
+}  // namespace ringattn

@@ -1,0 +1,44 @@
+/*
+ * ringattn over NCCL: the ring contexts of ringattn_mpi.h with K/V blocks and gradient
+ * accumulators moved by NCCL (grouped ncclSend/ncclRecv on a communication stream of the
+ * context, ordered against the caller's stream with CUDA events). Backend CUDA only; every
+ * tensor is in device memory. Everything else (collective calls, agreement, local shards,
+ * errors, destroy) is as in ringattn_mpi.h. Available when the library was built with NCCL
+ * (RINGATTN_HAVE_NCCL).
+ *
+ * Timeouts: a wait for a peer polls the transfer's event and ncclCommGetAsyncError, bounded by
+ * the context's timeout; on a timeout or an asynchronous NCCL error every live rank returns
+ * RINGATTN_ERROR_TIMEOUT / RINGATTN_ERROR_COMM. A communicator created by the context is then
+ * aborted (ncclCommAbort); a caller's communicator is never destroyed by the library, and after
+ * such an error the caller must abort it.
+ */
+#ifndef RINGATTN_RINGATTN_NCCL_H_
+#define RINGATTN_RINGATTN_NCCL_H_
+
+#include <nccl.h>
+
+#include "ringattn/ringattn_mpi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A context over the caller's NCCL communicator `comm`, whose rank and size are `rank` and
+ * `world` (checked against the communicator). The communicator stays the caller's: it must
+ * outlive the context and is never destroyed by it. Agreement between ranks runs over NCCL. */
+RINGATTN_API ringattn_status_t ringattn_context_create_nccl(
+    ncclComm_t comm, int32_t rank, int32_t world, ringattn_backend_t backend,
+    const ringattn_context_options_t* options, ringattn_context_t* ctx);
+
+/* A context with an NCCL communicator of its own over the ranks of `comm` (the unique id is
+ * shared over MPI, the initialization bounded by the timeout); MPI carries the agreement. The
+ * NCCL communicator is destroyed with the context. Collective over `comm`. */
+RINGATTN_API ringattn_status_t ringattn_context_create_nccl_mpi(
+    MPI_Comm comm, ringattn_backend_t backend, const ringattn_context_options_t* options,
+    ringattn_context_t* ctx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RINGATTN_RINGATTN_NCCL_H_ */

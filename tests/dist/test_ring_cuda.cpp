@@ -1,0 +1,379 @@
+// The GPU ring over the MPI transport with device buffers staged through pinned host memory
+// (labels dist and gpu): every rank's shards live in device memory, all ranks may share one GPU,
+// work is enqueued on a caller's non-default stream, and the gathered results meet the 2x-naive
+// rule against the float64 reference of the whole sequence. Cases that need a device skip
+// where there is none; without one, creating a CUDA context must fail cleanly on every rank.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <tuple>
+
+#include "ring_cases.h"
+#if defined(RINGATTN_HAVE_NCCL)
+#include "ringattn/ringattn_nccl.h"
+#endif
+
+namespace ringattn {
+namespace test {
+namespace {
+
+bool have_device() {
+  int n = 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaGetLastError();
+  return ok;
+}
+
+ringattn_dtype_t api_dtype(DType t) {
+  return t == kF16 ? RINGATTN_FLOAT16 : t == kBF16 ? RINGATTN_BFLOAT16 : RINGATTN_FLOAT32;
+}
+
+// A device copy of a host tensor (same strides, padding included); freed on scope exit.
+class DeviceBuffer {
+ public:
+  DeviceBuffer(const void* host, size_t bytes) : bytes_(bytes) {
+    ok_ = cudaMalloc(&ptr_, bytes == 0 ? 256 : bytes) == cudaSuccess &&
+          cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess;
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  bool ok() const { return ok_; }
+  void* get() const { return ptr_; }
+  bool download(void* host) const {
+    return cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost) == cudaSuccess;
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_;
+  bool ok_ = false;
+};
+
+size_t tensor_bytes(const RingCase& c, int64_t b, int64_t n, int64_t h) {
+  return static_cast<size_t>(b * n * h * (c.d + c.head_pad)) * (c.dtype == kF32 ? 4 : 2);
+}
+
+ringattn_tensor_t desc(void* data, const RingCase& c, int64_t b, int64_t s, int64_t h) {
+  const int64_t sh = c.d + c.head_pad;
+  ringattn_tensor_t x{};
+  x.data = data;
+  x.dtype = api_dtype(c.dtype);
+  if (c.layout.packed) {
+    x.ndim = 3;
+    x.shape[0] = s, x.shape[1] = h, x.shape[2] = c.d;
+    x.strides[0] = h * sh, x.strides[1] = sh, x.strides[2] = 1;
+  } else {
+    x.ndim = 4;
+    x.shape[0] = b, x.shape[1] = s, x.shape[2] = h, x.shape[3] = c.d;
+    x.strides[0] = s * h * sh, x.strides[1] = h * sh, x.strides[2] = sh, x.strides[3] = 1;
+  }
+  return x;
+}
+
+ringattn_tensor_t desc_lse(void* data, bool packed, int64_t b, int64_t h, int64_t s) {
+  ringattn_tensor_t x{};
+  x.data = data;
+  x.dtype = RINGATTN_FLOAT32;
+  if (packed) {
+    x.ndim = 2;
+    x.shape[0] = h, x.shape[1] = s;
+    x.strides[0] = s, x.strides[1] = 1;
+  } else {
+    x.ndim = 3;
+    x.shape[0] = b, x.shape[1] = h, x.shape[2] = s;
+    x.strides[0] = h * s, x.strides[1] = s, x.strides[2] = 1;
+  }
+  return x;
+}
+
+// Every rank learns whether all succeeded; rank 0 keeps the first failure's message.
+void agree(ringattn_status_t st, const char* what, RingResult* r) {
+  const bool ok = st == RINGATTN_SUCCESS;
+  std::string mine = ok ? std::string()
+                        : "rank " + std::to_string(world_rank()) + ": " + what + ": " +
+                              ringattn_status_string(st) + " " + ringattn_get_last_error();
+  auto msgs = gather_to_root(std::vector<double>(mine.begin(), mine.end()));
+  if (world_rank() == 0 && r->ok) {
+    for (const auto& m : msgs) {
+      if (!m.empty()) {
+        r->error = std::string(m.begin(), m.end());
+        break;
+      }
+    }
+  }
+  r->ok = all_ranks(ok) && r->ok;
+}
+
+// The case of ring_harness.cpp's run_ring with every tensor in device memory.
+RingResult run_ring_cuda(const RingCase& c, const RingInputs& in, ringattn_context_t ctx,
+                         cudaStream_t stream) {
+  const int P = world_size(), me = world_rank();
+  const bool packed = c.layout.packed;
+  const int64_t B = packed ? 1 : c.layout.batch, rows = c.layout.rows();
+  const std::vector<int64_t> idx = local_rows(c.layout, c.scheme, P, me);
+  const int64_t n = static_cast<int64_t>(idx.size());
+  const size_t bq = tensor_bytes(c, B, n, c.hq), bk = tensor_bytes(c, B, n, c.hkv);
+  const size_t bl = sizeof(float) * static_cast<size_t>(B * c.hq * n);
+
+  HostTensor q(c.dtype, B, n, c.hq, c.d, c.head_pad), k(c.dtype, B, n, c.hkv, c.d, c.head_pad),
+      v(c.dtype, B, n, c.hkv, c.d, c.head_pad), o(c.dtype, B, n, c.hq, c.d, c.head_pad);
+  HostRowStat lse(B, c.hq, n);
+  q.fill(take_rows(in.q, B, rows, c.hq * c.d, idx));
+  k.fill(take_rows(in.k, B, rows, c.hkv * c.d, idx));
+  v.fill(take_rows(in.v, B, rows, c.hkv * c.d, idx));
+  o.poison();
+  lse.poison();
+  DeviceBuffer dq_in(q.data(), bq), dk_in(k.data(), bk), dv_in(v.data(), bk), d_o(o.data(), bq),
+      d_lse(lse.ref().data, bl);
+  RingResult r;
+  agree(dq_in.ok() && dk_in.ok() && dv_in.ok() && d_o.ok() && d_lse.ok() ? RINGATTN_SUCCESS
+                                                                         : RINGATTN_ERROR_CUDA,
+        "device upload", &r);
+  if (!r.ok) return r;
+  ringattn_tensor_t tq = desc(dq_in.get(), c, B, n, c.hq), tk = desc(dk_in.get(), c, B, n, c.hkv),
+                    tv = desc(dv_in.get(), c, B, n, c.hkv), to = desc(d_o.get(), c, B, n, c.hq),
+                    tl = desc_lse(d_lse.get(), packed, B, c.hq, n);
+  ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
+  params.causal = c.causal;
+  params.window_left = c.window_left;
+  params.window_right = c.window_right;
+  params.scheme = c.scheme;
+  if (packed) {
+    params.cu_seqlens = c.layout.cu.data();
+    params.num_seqs = c.layout.num_seqs();
+  }
+  agree(ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, c.with_lse ? &tl : nullptr, &params, stream),
+        "forward", &r);
+  // The call only enqueued work on `stream` (and host-waited on its own staging copies).
+  agree(cudaStreamSynchronize(stream) == cudaSuccess && d_o.download(o.data()) &&
+                d_lse.download(lse.ref().data)
+            ? RINGATTN_SUCCESS
+            : RINGATTN_ERROR_CUDA,
+        "forward download", &r);
+  std::vector<double> lo = o.values(), ll = lse.values(), ldq, ldk, ldv;
+  if (c.backward && r.ok) {
+    HostTensor dout(c.dtype, B, n, c.hq, c.d, c.head_pad), dq(c.dtype, B, n, c.hq, c.d, c.head_pad),
+        dk(c.dtype, B, n, c.hkv, c.d, c.head_pad), dv(c.dtype, B, n, c.hkv, c.d, c.head_pad);
+    dout.fill(take_rows(in.dout, B, rows, c.hq * c.d, idx));
+    dq.poison();
+    dk.poison();
+    dv.poison();
+    DeviceBuffer d_do(dout.data(), bq), d_dq(dq.data(), bq), d_dk(dk.data(), bk),
+        d_dv(dv.data(), bk);
+    agree(d_do.ok() && d_dq.ok() && d_dk.ok() && d_dv.ok() ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA,
+          "device upload", &r);
+    if (!r.ok) return r;
+    ringattn_tensor_t tdo = desc(d_do.get(), c, B, n, c.hq), tdq = desc(d_dq.get(), c, B, n, c.hq),
+                      tdk = desc(d_dk.get(), c, B, n, c.hkv),
+                      tdv = desc(d_dv.get(), c, B, n, c.hkv);
+    agree(ringattn_ring_backward(ctx, &tq, &tk, &tv, &to, &tl, &tdo, &tdq, &tdk, &tdv, &params,
+                                 stream),
+          "backward", &r);
+    agree(cudaStreamSynchronize(stream) == cudaSuccess && d_dq.download(dq.data()) &&
+                  d_dk.download(dk.data()) && d_dv.download(dv.data())
+              ? RINGATTN_SUCCESS
+              : RINGATTN_ERROR_CUDA,
+          "backward download", &r);
+    ldq = dq.values();
+    ldk = dk.values();
+    ldv = dv.values();
+  }
+  auto assemble = [&](const std::vector<double>& mine, int64_t width, bool cols,
+                      std::vector<double>* out, int64_t bh) {
+    auto parts = gather_to_root(mine);
+    if (me != 0) return;
+    out->assign(static_cast<size_t>(cols ? bh * rows : B * rows * width),
+                std::numeric_limits<double>::quiet_NaN());
+    for (int p = 0; p < P; ++p) {
+      const std::vector<int64_t> pidx = local_rows(c.layout, c.scheme, P, p);
+      if (cols) {
+        put_cols(out, bh, rows, pidx, parts[p]);
+      } else {
+        put_rows(out, B, rows, width, pidx, parts[p]);
+      }
+    }
+  };
+  assemble(lo, c.hq * c.d, false, &r.o, 0);
+  assemble(ll, 1, true, &r.lse, B * c.hq);
+  if (c.backward && r.ok) {
+    assemble(ldq, c.hq * c.d, false, &r.dq, 0);
+    assemble(ldk, c.hkv * c.d, false, &r.dk, 0);
+    assemble(ldv, c.hkv * c.d, false, &r.dv, 0);
+  }
+  return r;
+}
+
+TEST(RingCudaContext, WithoutADeviceCreationFailsCleanlyOnEveryRank) {
+  if (have_device()) GTEST_SKIP() << "a CUDA device is present";
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  ringattn_context_t ctx = reinterpret_cast<ringattn_context_t>(&opts);  // must be reset
+  const ringattn_status_t st =
+      ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA, &opts, &ctx);
+  EXPECT_EQ(st, RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_NE(std::strstr(ringattn_get_last_error(), "cuda"), nullptr) << ringattn_get_last_error();
+  // The failure was local and collective-free: the ranks still talk.
+  EXPECT_TRUE(all_ranks(true));
+}
+
+#if defined(RINGATTN_HAVE_NCCL)
+// Argument errors of the NCCL constructors need neither a device nor a communicator.
+TEST(RingNcclContext, BadArgumentsReturnErrorsNamingThem) {
+  ringattn_context_t ctx = nullptr;
+  EXPECT_EQ(ringattn_context_create_nccl(nullptr, 0, 1, RINGATTN_BACKEND_CPU, nullptr, nullptr),
+            RINGATTN_ERROR_NULL_POINTER);
+  EXPECT_NE(std::strstr(ringattn_get_last_error(), "'ctx'"), nullptr) << ringattn_get_last_error();
+  EXPECT_EQ(ringattn_context_create_nccl(nullptr, 0, 1, RINGATTN_BACKEND_CPU, nullptr, &ctx),
+            RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(std::strstr(ringattn_get_last_error(), "'backend'"), nullptr)
+      << ringattn_get_last_error();
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_EQ(ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CPU, nullptr, &ctx),
+            RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_EQ(ctx, nullptr);
+  if (have_device()) {
+    EXPECT_EQ(ringattn_context_create_nccl(nullptr, 0, 1, RINGATTN_BACKEND_CUDA, nullptr, &ctx),
+              RINGATTN_ERROR_NULL_POINTER);
+    EXPECT_NE(std::strstr(ringattn_get_last_error(), "'comm'"), nullptr)
+        << ringattn_get_last_error();
+  } else {
+    EXPECT_EQ(ringattn_context_create_nccl(nullptr, 0, 1, RINGATTN_BACKEND_CUDA, nullptr, &ctx),
+              RINGATTN_ERROR_UNSUPPORTED);
+  }
+  EXPECT_EQ(ctx, nullptr);
+}
+#endif
+
+// How the context moves device buffers.
+enum Mode { kMpiStaged = 0, kNcclOverMpi = 1, kNcclCallerComm = 2 };
+const char* mode_name(int m) {
+  return m == kMpiStaged ? "mpi-staged" : m == kNcclOverMpi ? "nccl-over-mpi" : "nccl-caller-comm";
+}
+
+// A CUDA context of `mode` (collective), or a skip reason. `nccl` receives a communicator the
+// test owns (kNcclCallerComm), destroyed by the caller after the context.
+ringattn_status_t make_cuda_context(int mode, int64_t timeout_ms, ringattn_context_t* ctx,
+                                    void** nccl, std::string* skip) {
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  opts.timeout_ms = timeout_ms;
+  *nccl = nullptr;
+  if (mode == kMpiStaged) {
+    return ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA, &opts, ctx);
+  }
+#if defined(RINGATTN_HAVE_NCCL)
+  // NCCL refuses two ranks on one device, and the test machines have one GPU.
+  if (world_size() > 1) {
+    *skip = "NCCL needs one GPU per rank";
+    return RINGATTN_SUCCESS;
+  }
+  if (mode == kNcclOverMpi) {
+    return ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA, &opts, ctx);
+  }
+  ncclComm_t comm = nullptr;
+  int dev = 0;
+  cudaGetDevice(&dev);
+  if (ncclCommInitAll(&comm, 1, &dev) != ncclSuccess) return RINGATTN_ERROR_COMM;
+  *nccl = comm;
+  return ringattn_context_create_nccl(comm, 0, 1, RINGATTN_BACKEND_CUDA, &opts, ctx);
+#else
+  *skip = "built without NCCL";
+  return RINGATTN_SUCCESS;
+#endif
+}
+
+void destroy_nccl(void* nccl) {
+#if defined(RINGATTN_HAVE_NCCL)
+  if (nccl != nullptr) ncclCommDestroy(static_cast<ncclComm_t>(nccl));
+#else
+  (void)nccl;
+#endif
+}
+
+class RingCuda : public ::testing::TestWithParam<std::tuple<RingCase, int>> {};
+
+TEST_P(RingCuda, DeviceBuffersMatchFloat64ReferenceOfTheWholeSequence) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  const RingCase& c = std::get<0>(GetParam());
+  const int mode = std::get<1>(GetParam());
+  SCOPED_TRACE(describe(c) + " over " + mode_name(mode));
+  ringattn_context_t ctx = nullptr;
+  void* nccl = nullptr;
+  std::string skip;
+  const ringattn_status_t st = make_cuda_context(mode, 0, &ctx, &nccl, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_TRUE(all_ranks(st == RINGATTN_SUCCESS)) << ringattn_get_last_error();
+  cudaStream_t stream = nullptr;
+  ASSERT_TRUE(all_ranks(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess));
+  const uint64_t seed = shared_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const RingInputs in = make_inputs(c, seed);
+  const RingResult r = run_ring_cuda(c, in, ctx, stream);
+  EXPECT_TRUE(check_against_reference(c, in, r, MPI_COMM_WORLD));
+  ringattn_context_destroy(ctx);
+  destroy_nccl(nccl);
+  cudaStreamDestroy(stream);
+}
+
+// A dead peer (a rank that never calls) is an error on every other rank within the timeout,
+// and the context fails fast afterwards.
+TEST(RingCudaErrors, RankThatNeverCallsMakesTheOthersTimeOut) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  if (world_size() < 2) GTEST_SKIP() << "needs a missing peer";
+  const int64_t n = 16, h = 1, d = 64;
+  const size_t bytes = sizeof(float) * static_cast<size_t>(n * h * d);
+  void* buf[4] = {nullptr, nullptr, nullptr, nullptr};
+  bool ok = true;
+  for (void*& b : buf) ok = ok && cudaMalloc(&b, bytes) == cudaSuccess;
+  for (void* b : buf) ok = ok && cudaMemset(b, 0, bytes) == cudaSuccess;
+  float* lse = nullptr;
+  ok = ok && cudaMalloc(&lse, sizeof(float) * static_cast<size_t>(h * n)) == cudaSuccess;
+  ASSERT_TRUE(all_ranks(ok));
+  RingCase c;
+  c.d = d;
+  c.layout.packed = false;
+  c.layout.batch = 1;
+  ringattn_tensor_t tq = desc(buf[0], c, 1, n, h), tk = desc(buf[1], c, 1, n, h),
+                    tv = desc(buf[2], c, 1, n, h), to = desc(buf[3], c, 1, n, h),
+                    tl = desc_lse(lse, false, 1, h, n);
+  ringattn_attn_params_t p = RINGATTN_ATTN_PARAMS_INIT;
+  p.scheme = RINGATTN_SCHEME_CONTIGUOUS;
+  ringattn_context_t ctx = nullptr;
+  void* nccl = nullptr;
+  std::string skip;
+  ASSERT_EQ(make_cuda_context(kMpiStaged, 400, &ctx, &nccl, &skip), RINGATTN_SUCCESS)
+      << ringattn_get_last_error();
+  if (world_rank() != world_size() - 1) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const ringattn_status_t st = ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, &tl, &p, nullptr);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(st, RINGATTN_ERROR_TIMEOUT) << ringattn_get_last_error();
+    EXPECT_LT(secs, 3.0);
+    EXPECT_EQ(ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, &tl, &p, nullptr),
+              RINGATTN_ERROR_COMM);
+  }
+  EXPECT_EQ(ringattn_context_destroy(ctx), RINGATTN_SUCCESS);
+  MPI_Barrier(MPI_COMM_WORLD);
+  for (void* b : buf) cudaFree(b);
+  cudaFree(lse);
+}
+
+std::vector<RingCase> cuda_cases() {
+  std::vector<RingCase> all = ring_cases(false), bwd = ring_cases(true);
+  all.insert(all.end(), bwd.begin(), bwd.end());
+  return all;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, RingCuda,
+                         ::testing::Combine(::testing::ValuesIn(cuda_cases()),
+                                            ::testing::Values(kMpiStaged, kNcclOverMpi,
+                                                              kNcclCallerComm)));
+
+}  // namespace
+}  // namespace test
+}  // namespace ringattn
