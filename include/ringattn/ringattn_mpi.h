@@ -65,7 +65,9 @@ RINGATTN_API ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_b
                                                        const ringattn_context_options_t* options,
                                                        ringattn_context_t* ctx);
 /* Frees the context and its workspace; never touches the caller's communicator. NULL is a
- * no-op. Not collective. */
+ * no-op. Not collective. With backend CUDA the device workspace is released on the default
+ * stream: when the calls ran on a non-blocking stream, let that stream's work finish (e.g.
+ * cudaStreamSynchronize) before destroying the context. */
 RINGATTN_API ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx);
 
 /* This rank and the number of ranks of the context. Either pointer may be NULL. */
