@@ -13,10 +13,7 @@
 namespace ringattn {
 namespace {
 
-constexpr int kTagKv = 1;
 constexpr int kTagGrad = 16;  // + chunk index
-
-size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 
 }  // namespace
 

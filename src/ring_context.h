@@ -19,6 +19,12 @@
 
 namespace ringattn {
 
+// Message tag of the K/V blocks (forward and backward); gradient chunks use tags above it.
+constexpr int kTagKv = 1;
+
+// Workspace regions start on 64-byte boundaries.
+inline size_t align64(size_t x) { return (x + 63) / 64 * 64; }
+
 // Seconds on a monotonic clock.
 double ring_now();
 

@@ -6,14 +6,6 @@
 #include "ring_context.h"
 
 namespace ringattn {
-namespace {
-
-constexpr int kTagKv = 1;
-
-size_t align64(size_t x) { return (x + 63) / 64 * 64; }
-
-}  // namespace
-
 Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                                 const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                 ringattn_tensor_t* lse, void* stream) {

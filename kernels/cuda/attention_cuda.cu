@@ -106,6 +106,35 @@ Path backward_path(const BwdParams& p) {
   return Path::kGeneric;
 }
 
+namespace {
+
+// The fields that FwdKernelParams and BwdKernelParams share, from FwdParams or BwdParams.
+template <typename Host, typename Kernel>
+void fill_common(const Host& p, Kernel* k) {
+  k->batch = p.batch;
+  k->sq = p.sq;
+  k->sk = p.sk;
+  k->hq = static_cast<int32_t>(p.hq);
+  k->hkv = static_cast<int32_t>(p.hkv);
+  k->group = static_cast<int32_t>(p.hq / p.hkv);
+  k->d = static_cast<int32_t>(p.d);
+  k->in_dtype = p.q.dtype;
+  k->scale = p.scale;
+  k->scale_log2 = p.scale * 1.4426950408889634f;
+  k->mask = p.mask;
+}
+
+// Makes both PosMaps device-visible (inline or uploaded by `uploads`, which must outlive the
+// launch that reads them).
+template <typename Host, typename Kernel>
+cudaError_t upload_posmaps(const Host& p, PosMapUploads* uploads, Kernel* k) {
+  cudaError_t err = uploads->prepare(p.q_pos, &k->qmap);
+  if (err == cudaSuccess) err = uploads->prepare(p.k_pos, &k->kmap);
+  return err;
+}
+
+}  // namespace
+
 cudaError_t forward(const FwdParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.hq == 0 || p.sq == 0) return cudaSuccess;
   FwdKernelParams k{};
@@ -114,22 +143,11 @@ cudaError_t forward(const FwdParams& p, cudaStream_t stream) {
   k.v = tensor_arg(p.v);
   k.o = tensor_arg(p.o);
   k.lse = rowstat_arg(p.lse);
-  k.batch = p.batch;
-  k.sq = p.sq;
-  k.sk = p.sk;
-  k.hq = static_cast<int32_t>(p.hq);
-  k.hkv = static_cast<int32_t>(p.hkv);
-  k.group = static_cast<int32_t>(p.hq / p.hkv);
-  k.d = static_cast<int32_t>(p.d);
-  k.in_dtype = p.q.dtype;
+  fill_common(p, &k);
   k.o_dtype = p.o.dtype;
   k.out_mode = p.out_mode;
-  k.scale = p.scale;
-  k.scale_log2 = p.scale * 1.4426950408889634f;
-  k.mask = p.mask;
   PosMapUploads uploads(stream);
-  cudaError_t err = uploads.prepare(p.q_pos, &k.qmap);
-  if (err == cudaSuccess) err = uploads.prepare(p.k_pos, &k.kmap);
+  const cudaError_t err = upload_posmaps(p, &uploads, &k);
   if (err != cudaSuccess) return err;
   return forward_path(p) == Path::kTensorCore ? tensor_core_forward(k, stream)
                                               : generic_forward(k, stream);
@@ -147,24 +165,13 @@ cudaError_t backward(const BwdParams& p, cudaStream_t stream) {
   k.dv = tensor_arg(p.dv);
   k.lse = rowstat_arg(p.lse);
   k.delta = rowstat_arg(p.delta);
-  k.batch = p.batch;
-  k.sq = p.sq;
-  k.sk = p.sk;
-  k.hq = static_cast<int32_t>(p.hq);
-  k.hkv = static_cast<int32_t>(p.hkv);
-  k.group = static_cast<int32_t>(p.hq / p.hkv);
-  k.d = static_cast<int32_t>(p.d);
-  k.in_dtype = p.q.dtype;
+  fill_common(p, &k);
   k.dq_dtype = p.dq.dtype;
   k.dk_dtype = p.dk.dtype;
   k.dv_dtype = p.dv.dtype;
   k.accumulate = p.accumulate;
-  k.scale = p.scale;
-  k.scale_log2 = p.scale * 1.4426950408889634f;
-  k.mask = p.mask;
   PosMapUploads uploads(stream);
-  cudaError_t err = uploads.prepare(p.q_pos, &k.qmap);
-  if (err == cudaSuccess) err = uploads.prepare(p.k_pos, &k.kmap);
+  const cudaError_t err = upload_posmaps(p, &uploads, &k);
   if (err != cudaSuccess) return err;
   if (backward_path(p) == Path::kTensorCore && p.sq > 0 && p.sk > 0) {
     return tensor_core_backward(k, stream);

@@ -146,5 +146,35 @@ BackwardOut run_backward(const KernelSpec& s, const KernelInputs& in) {
   return BackwardOut{dq.values(), dk.values(), dv.values()};
 }
 
+KernelSpec whole_sequence_spec(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq,
+                               int64_t hkv) {
+  KernelSpec k;
+  k.dtype = t;
+  k.d = d;
+  k.hq = hq;
+  k.hkv = hkv;
+  k.qb = run_block(s);
+  k.kb = run_block(s);
+  k.mask = m;
+  return k;
+}
+
+::testing::AssertionResult unseen_rows_are_zero(const AttnShape& sh, const std::vector<double>& o,
+                                                const std::vector<double>& ref_lse) {
+  for (int64_t b = 0; b < sh.batch; ++b) {
+    for (int64_t h = 0; h < sh.hq; ++h) {
+      for (int64_t i = 0; i < sh.sq; ++i) {
+        if (ref_lse[(b * sh.hq + h) * sh.sq + i] != -INFINITY) continue;
+        for (int64_t x = 0; x < sh.d; ++x) {
+          if (o[((b * sh.sq + i) * sh.hq + h) * sh.d + x] != 0.0) {
+            return ::testing::AssertionFailure() << "row " << i << " sees no key but O != 0";
+          }
+        }
+      }
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace test
 }  // namespace ringattn

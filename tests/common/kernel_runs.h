@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include <gtest/gtest.h>
+
 #include <string>
 #include <vector>
 
@@ -25,6 +27,15 @@ struct KernelSpec {
   std::string describe() const;
   AttnCase attn_case() const;
 };
+
+// A whole sequence of `s` tokens (positions 0..s-1, one sequence) against itself.
+KernelSpec whole_sequence_spec(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq = 2,
+                               int64_t hkv = 1);
+
+// Rows that see no key (reference LSE = -inf) must have O exactly 0. o: [B, Sq, Hq, D],
+// ref_lse: [B, Hq, Sq].
+::testing::AssertionResult unseen_rows_are_zero(const AttnShape& sh, const std::vector<double>& o,
+                                                const std::vector<double>& ref_lse);
 
 // Inputs of one spec, exactly representable in its dtype.
 struct KernelInputs {

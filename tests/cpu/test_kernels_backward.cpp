@@ -30,18 +30,6 @@ void check_backward(const KernelSpec& s) {
   EXPECT_TRUE(within_2x_naive("dV", out.dv, ref.dv, naive.dv, s.dtype));
 }
 
-KernelSpec whole(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq = 2, int64_t hkv = 1) {
-  KernelSpec k;
-  k.dtype = t;
-  k.d = d;
-  k.hq = hq;
-  k.hkv = hkv;
-  k.qb = run_block(s);
-  k.kb = run_block(s);
-  k.mask = m;
-  return k;
-}
-
 TEST(KernelBackward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
   struct Row {
     int64_t d, s;
@@ -52,21 +40,21 @@ TEST(KernelBackward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
                       {96, 129, kF32, false}, {128, 1, kBF16, true},   {256, 129, kF16, true},
                       {128, 129, kF32, true}, {256, 7, kBF16, false},  {64, 1000, kBF16, true},
                       {40, 7, kF32, false},   {128, 1000, kF16, false}};
-  for (const Row& r : rows) check_backward(whole(r.t, r.s, r.d, r.causal ? kCausal : kFull, 2, 1));
+  for (const Row& r : rows) check_backward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull, 2, 1));
 }
 
 TEST(KernelBackward, WindowsShardsAndPackedSequencesMatchFp64) {
-  check_backward(whole(kF32, 1000, 32, make_mask_spec(true, 100, -1)));
-  check_backward(whole(kBF16, 129, 64, make_mask_spec(false, 20, 10)));
-  KernelSpec z = whole(kF16, 0, 64, kCausal);
+  check_backward(whole_sequence_spec(kF32, 1000, 32, make_mask_spec(true, 100, -1)));
+  check_backward(whole_sequence_spec(kBF16, 129, 64, make_mask_spec(false, 20, 10)));
+  KernelSpec z = whole_sequence_spec(kF16, 0, 64, kCausal);
   z.qb = shard_block(kZigzag, 1000, 4, 1);
   z.kb = shard_block(kZigzag, 1000, 4, 3);
   check_backward(z);
-  KernelSpec st = whole(kF32, 0, 40, make_mask_spec(true, 60, -1));
+  KernelSpec st = whole_sequence_spec(kF32, 0, 40, make_mask_spec(true, 60, -1));
   st.qb = shard_block(kStriped, 1000, 3, 2);
   st.kb = shard_block(kStriped, 1000, 3, 0);
   check_backward(st);
-  KernelSpec pk = whole(kBF16, 0, 64, kCausal, 4, 2);
+  KernelSpec pk = whole_sequence_spec(kBF16, 0, 64, kCausal, 4, 2);
   pk.qb = packed_block({7, 129, 60});
   pk.kb = pk.qb;
   pk.batch = 2;
@@ -76,11 +64,11 @@ TEST(KernelBackward, WindowsShardsAndPackedSequencesMatchFp64) {
 TEST(KernelBackward, GqaRatios1248SumKeyGradientsOverTheGroup) {
   const DType types[] = {kBF16, kF32, kF16, kF32};
   const int64_t hkvs[] = {8, 4, 2, 1};
-  for (int i = 0; i < 4; ++i) check_backward(whole(types[i], 129, 64, kCausal, 8, hkvs[i]));
+  for (int i = 0; i < 4; ++i) check_backward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
 }
 
 TEST(KernelBackward, RowsAndKeysThatSeeNothingGetZeroGradients) {
-  KernelSpec s = whole(kF32, 0, 32, kCausal);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 32, kCausal);
   s.qb = run_block(100, 0);
   s.kb = run_block(100, 50);  // rows 0..49 see nothing; keys 100..149 are seen by nobody
   check_backward(s);
@@ -93,7 +81,7 @@ TEST(KernelBackward, RowsAndKeysThatSeeNothingGetZeroGradients) {
 }
 
 TEST(KernelBackward, EmptyQueryOrKeyBlockWritesZeroGradients) {
-  KernelSpec s = whole(kF16, 0, 64, kFull);
+  KernelSpec s = whole_sequence_spec(kF16, 0, 64, kFull);
   s.qb = run_block(0);
   s.kb = run_block(70);  // dK = dV = 0, written over the poison
   check_backward(s);
@@ -103,7 +91,7 @@ TEST(KernelBackward, EmptyQueryOrKeyBlockWritesZeroGradients) {
 }
 
 TEST(KernelBackward, HonoursNonDenseStridesAndBatches) {
-  KernelSpec s = whole(kF16, 129, 64, kCausal, 4, 2);
+  KernelSpec s = whole_sequence_spec(kF16, 129, 64, kCausal, 4, 2);
   s.batch = 3;
   s.head_pad = 8;
   check_backward(s);
@@ -114,7 +102,7 @@ TEST(KernelBackward, HonoursNonDenseStridesAndBatches) {
 // truncation both near 1e-4, so 2e-3 separates a right gradient from a wrong one (missing scale,
 // wrong mask or head: errors of order 0.1).
 TEST(KernelBackward, MatchesCentralFiniteDifferencesOfTheForward) {
-  KernelSpec s = whole(kF32, 0, 32, make_mask_spec(true, 3, -1), 2, 1);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 32, make_mask_spec(true, 3, -1), 2, 1);
   s.qb = run_block(6, 2);
   s.kb = run_block(8, 0);
   const uint64_t seed = fresh_seed();
@@ -154,7 +142,7 @@ TEST(KernelBackward, AccumulateModeAddsContributionsOfBlocks) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const int64_t S = 200, half = 90, H = 2, D = 64;
-  const KernelSpec s = whole(kBF16, S, D, kCausal, H, 1);
+  const KernelSpec s = whole_sequence_spec(kBF16, S, D, kCausal, H, 1);
   const KernelInputs in = make_inputs(s, seed);
   HostTensor q(kBF16, 1, S, H, D), k(kBF16, 1, S, 1, D), v(kBF16, 1, S, 1, D);
   HostTensor dout(kBF16, 1, S, H, D), o(kBF16, 1, S, H, D);
@@ -227,13 +215,13 @@ TEST(KernelBackward, AnyThreadCountMatchesFp64) {
   for (int threads : {1, 3}) {
     SCOPED_TRACE("threads " + std::to_string(threads));
     omp_set_num_threads(threads);
-    check_backward(whole(kF32, 300, 64, kCausal, 4, 2));
+    check_backward(whole_sequence_spec(kF32, 300, 64, kCausal, 4, 2));
   }
   omp_set_num_threads(saved);
 }
 
 TEST(KernelBackward, TwoRunsAreBitwiseEqual) {
-  const KernelSpec s = whole(kF32, 1000, 64, kCausal, 4, 2);
+  const KernelSpec s = whole_sequence_spec(kF32, 1000, 64, kCausal, 4, 2);
   const KernelInputs in = make_inputs(s, fresh_seed());
   const BackwardOut a = run_backward(s, in);
   const BackwardOut b = run_backward(s, in);

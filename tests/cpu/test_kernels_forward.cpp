@@ -27,27 +27,7 @@ void check_forward(const KernelSpec& s, OutMode mode = kOutFinal) {
   EXPECT_TRUE(within_2x_naive("O", out.o, ref.o, naive.o, s.dtype));
   EXPECT_TRUE(within_2x_naive("LSE", out.lse, ref.lse, naive.lse, s.dtype));
   // Rows that see no key: exactly O = 0 and LSE = -inf.
-  const AttnShape& sh = c.shape;
-  for (int64_t b = 0; b < sh.batch; ++b)
-    for (int64_t h = 0; h < sh.hq; ++h)
-      for (int64_t i = 0; i < sh.sq; ++i) {
-        if (ref.lse[(b * sh.hq + h) * sh.sq + i] != -INFINITY) continue;
-        for (int64_t x = 0; x < sh.d; ++x)
-          ASSERT_EQ(out.o[((b * sh.sq + i) * sh.hq + h) * sh.d + x], 0.0)
-              << "row " << i << " sees no key but O != 0";
-      }
-}
-
-KernelSpec whole(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq = 2, int64_t hkv = 1) {
-  KernelSpec k;
-  k.dtype = t;
-  k.d = d;
-  k.hq = hq;
-  k.hkv = hkv;
-  k.qb = run_block(s);
-  k.kb = run_block(s);
-  k.mask = m;
-  return k;
+  EXPECT_TRUE(unseen_rows_are_zero(c.shape, out.o, ref.lse));
 }
 
 TEST(KernelForward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
@@ -62,18 +42,18 @@ TEST(KernelForward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
                       {128, 1000, kF16, true}, {256, 7, kBF16, false},  {64, 1000, kBF16, false},
                       {40, 1000, kF32, true},  {96, 7, kF16, true},     {32, 129, kBF16, false},
                       {256, 1, kF32, true},    {128, 129, kF32, false}, {64, 1, kF16, true}};
-  for (const Row& r : rows) check_forward(whole(r.t, r.s, r.d, r.causal ? kCausal : kFull));
+  for (const Row& r : rows) check_forward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull));
 }
 
 TEST(KernelForward, SlidingWindowsCausalAndBidirectionalMatchFp64) {
-  check_forward(whole(kF32, 1000, 64, make_mask_spec(true, 100, -1)));
-  check_forward(whole(kBF16, 129, 128, make_mask_spec(false, 20, 10)));
-  check_forward(whole(kF16, 1000, 32, make_mask_spec(false, -1, 30)));
-  check_forward(whole(kF32, 129, 40, make_mask_spec(true, 0, -1)));  // only the diagonal
+  check_forward(whole_sequence_spec(kF32, 1000, 64, make_mask_spec(true, 100, -1)));
+  check_forward(whole_sequence_spec(kBF16, 129, 128, make_mask_spec(false, 20, 10)));
+  check_forward(whole_sequence_spec(kF16, 1000, 32, make_mask_spec(false, -1, 30)));
+  check_forward(whole_sequence_spec(kF32, 129, 40, make_mask_spec(true, 0, -1)));  // only the diagonal
 }
 
 TEST(KernelForward, QueryBlockWithPositionOffsetAgainstEarlierKeys) {
-  KernelSpec s = whole(kF32, 0, 64, kCausal);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 64, kCausal);
   s.qb = run_block(129, 500);  // a later shard of the sequence
   s.kb = run_block(1000, 0);
   check_forward(s);
@@ -85,7 +65,7 @@ TEST(KernelForward, QueryBlockWithPositionOffsetAgainstEarlierKeys) {
 TEST(KernelForward, ZigzagShardsCausalMatchFp64) {
   // One ring step: rank 1's queries against rank 3's keys, and against its own keys.
   for (int32_t krank : {3, 1, 0}) {
-    KernelSpec s = whole(krank == 3 ? kF32 : krank == 1 ? kF16 : kBF16, 0, 64, kCausal);
+    KernelSpec s = whole_sequence_spec(krank == 3 ? kF32 : krank == 1 ? kF16 : kBF16, 0, 64, kCausal);
     s.qb = shard_block(kZigzag, 1000, 4, 1);
     s.kb = shard_block(kZigzag, 1000, 4, krank);
     check_forward(s);
@@ -93,7 +73,7 @@ TEST(KernelForward, ZigzagShardsCausalMatchFp64) {
 }
 
 TEST(KernelForward, StripedShardsCausalAndWindowedMatchFp64) {
-  KernelSpec s = whole(kF32, 0, 96, kCausal);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 96, kCausal);
   s.qb = shard_block(kStriped, 1000, 3, 2);
   s.kb = shard_block(kStriped, 1000, 3, 0);
   check_forward(s);
@@ -105,7 +85,7 @@ TEST(KernelForward, StripedShardsCausalAndWindowedMatchFp64) {
 }
 
 TEST(KernelForward, ContiguousShardsFullyVisibleAndFullyHidden) {
-  KernelSpec s = whole(kF16, 0, 128, kCausal);
+  KernelSpec s = whole_sequence_spec(kF16, 0, 128, kCausal);
   s.qb = shard_block(kContiguous, 1000, 3, 2);
   s.kb = shard_block(kContiguous, 1000, 3, 0);  // every pair visible
   check_forward(s);
@@ -117,11 +97,11 @@ TEST(KernelForward, ContiguousShardsFullyVisibleAndFullyHidden) {
 TEST(KernelForward, GqaRatios1248MatchFp64) {
   const DType types[] = {kF32, kBF16, kF16, kF32};
   const int64_t hkvs[] = {8, 4, 2, 1};
-  for (int i = 0; i < 4; ++i) check_forward(whole(types[i], 129, 64, kCausal, 8, hkvs[i]));
+  for (int i = 0; i < 4; ++i) check_forward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
 }
 
 TEST(KernelForward, RowsThatSeeNoKeyGetZeroOutputAndMinusInfLse) {
-  KernelSpec s = whole(kF32, 0, 32, kCausal);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 32, kCausal);
   s.qb = run_block(100, 0);
   s.kb = run_block(100, 50);  // causal: rows 0..49 see nothing
   check_forward(s);
@@ -132,7 +112,7 @@ TEST(KernelForward, RowsThatSeeNoKeyGetZeroOutputAndMinusInfLse) {
 }
 
 TEST(KernelForward, PackedMultiSequenceBlocksMatchFp64) {
-  KernelSpec s = whole(kF32, 0, 64, kCausal, 4, 2);
+  KernelSpec s = whole_sequence_spec(kF32, 0, 64, kCausal, 4, 2);
   s.qb = packed_block({7, 129, 60});
   s.kb = s.qb;
   check_forward(s);
@@ -146,9 +126,9 @@ TEST(KernelForward, PackedMultiSequenceBlocksMatchFp64) {
 }
 
 TEST(KernelForward, PartialF32OutputMatchesFp64AndEqualsFinalForF32) {
-  check_forward(whole(kBF16, 129, 64, kCausal), kOutPartialF32);
-  check_forward(whole(kF16, 7, 40, kFull), kOutPartialF32);
-  const KernelSpec s = whole(kF32, 129, 64, kCausal);
+  check_forward(whole_sequence_spec(kBF16, 129, 64, kCausal), kOutPartialF32);
+  check_forward(whole_sequence_spec(kF16, 7, 40, kFull), kOutPartialF32);
+  const KernelSpec s = whole_sequence_spec(kF32, 129, 64, kCausal);
   const KernelInputs in = make_inputs(s, fresh_seed());
   const ForwardOut a = run_forward(s, in, kOutFinal);
   const ForwardOut b = run_forward(s, in, kOutPartialF32);
@@ -157,7 +137,7 @@ TEST(KernelForward, PartialF32OutputMatchesFp64AndEqualsFinalForF32) {
 }
 
 TEST(KernelForward, HonoursNonDenseStridesAndBatches) {
-  KernelSpec s = whole(kBF16, 129, 64, kCausal, 4, 2);
+  KernelSpec s = whole_sequence_spec(kBF16, 129, 64, kCausal, 4, 2);
   s.batch = 3;
   s.head_pad = 8;
   check_forward(s);
@@ -166,7 +146,7 @@ TEST(KernelForward, HonoursNonDenseStridesAndBatches) {
 }
 
 TEST(KernelForward, EmptyKeyBlockGivesEmptyRowsAndLeavesAMergeTargetUnchanged) {
-  KernelSpec s = whole(kBF16, 0, 32, kFull);
+  KernelSpec s = whole_sequence_spec(kBF16, 0, 32, kFull);
   s.qb = run_block(9);  // no key rows at all
   check_forward(s);
   KernelSpec full = s;
@@ -180,7 +160,7 @@ TEST(KernelForward, EmptyKeyBlockGivesEmptyRowsAndLeavesAMergeTargetUnchanged) {
 
 TEST(KernelForward, TwoRunsAreBitwiseEqual) {
   for (DType t : {kF32, kBF16}) {
-    const KernelSpec s = whole(t, 1000, 64, kCausal, 4, 2);
+    const KernelSpec s = whole_sequence_spec(t, 1000, 64, kCausal, 4, 2);
     const KernelInputs in = make_inputs(s, fresh_seed());
     const ForwardOut a = run_forward(s, in, kOutFinal);
     const ForwardOut b = run_forward(s, in, kOutFinal);

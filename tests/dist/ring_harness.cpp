@@ -178,7 +178,16 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
   }
   r.local = {lo, ll, ldq, ldk, ldv};
 
-  // Assemble global outputs on rank 0.
+  assemble_global(c, lo, ll, ldq, ldk, ldv, comm, &r);
+  return r;
+}
+
+void assemble_global(const RingCase& c, const std::vector<double>& lo, const std::vector<double>& ll,
+                     const std::vector<double>& ldq, const std::vector<double>& ldk,
+                     const std::vector<double>& ldv, MPI_Comm comm, RingResult* res) {
+  RingResult& r = *res;
+  const int P = world_size(comm), me = world_rank(comm);
+  const int64_t B = c.layout.packed ? 1 : c.layout.batch, rows = c.layout.rows();
   auto assemble = [&](const std::vector<double>& mine, int64_t width, bool cols,
                       std::vector<double>* out, int64_t bh) {
     auto parts = gather_to_root(mine, comm);
@@ -201,7 +210,6 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
     assemble(ldk, c.hkv * c.d, false, &r.dk, 0);
     assemble(ldv, c.hkv * c.d, false, &r.dv, 0);
   }
-  return r;
 }
 
 ::testing::AssertionResult check_against_reference(const RingCase& c, const RingInputs& in,

@@ -39,6 +39,12 @@ struct RingResult {
   std::vector<std::vector<double>> local;  // this rank's raw outputs, for bitwise comparisons
 };
 
+// Gathers every rank's local outputs (rows in the scheme's order; gradients only for backward
+// cases that succeeded) into r's global-order outputs on rank 0 (collective over `comm`).
+void assemble_global(const RingCase& c, const std::vector<double>& o, const std::vector<double>& lse,
+                     const std::vector<double>& dq, const std::vector<double>& dk,
+                     const std::vector<double>& dv, MPI_Comm comm, RingResult* r);
+
 // The global inputs of a case, from a seed.
 struct RingInputs {
   std::vector<double> q, k, v, dout;

@@ -183,28 +183,7 @@ RingResult run_ring_cuda(const RingCase& c, const RingInputs& in, ringattn_conte
     ldk = dk.values();
     ldv = dv.values();
   }
-  auto assemble = [&](const std::vector<double>& mine, int64_t width, bool cols,
-                      std::vector<double>* out, int64_t bh) {
-    auto parts = gather_to_root(mine);
-    if (me != 0) return;
-    out->assign(static_cast<size_t>(cols ? bh * rows : B * rows * width),
-                std::numeric_limits<double>::quiet_NaN());
-    for (int p = 0; p < P; ++p) {
-      const std::vector<int64_t> pidx = local_rows(c.layout, c.scheme, P, p);
-      if (cols) {
-        put_cols(out, bh, rows, pidx, parts[p]);
-      } else {
-        put_rows(out, B, rows, width, pidx, parts[p]);
-      }
-    }
-  };
-  assemble(lo, c.hq * c.d, false, &r.o, 0);
-  assemble(ll, 1, true, &r.lse, B * c.hq);
-  if (c.backward && r.ok) {
-    assemble(ldq, c.hq * c.d, false, &r.dq, 0);
-    assemble(ldk, c.hkv * c.d, false, &r.dk, 0);
-    assemble(ldv, c.hkv * c.d, false, &r.dv, 0);
-  }
+  assemble_global(c, lo, ll, ldq, ldk, ldv, MPI_COMM_WORLD, &r);
   return r;
 }
 

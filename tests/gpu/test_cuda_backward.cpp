@@ -31,18 +31,6 @@ void check_backward(const KernelSpec& s, cuda::Path expect) {
   EXPECT_TRUE(within_2x_naive("dV", g.out.dv, ref.dv, naive.dv, s.dtype));
 }
 
-KernelSpec whole(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq = 2, int64_t hkv = 1) {
-  KernelSpec k;
-  k.dtype = t;
-  k.d = d;
-  k.hq = hq;
-  k.hkv = hkv;
-  k.qb = run_block(s);
-  k.kb = run_block(s);
-  k.mask = m;
-  return k;
-}
-
 std::vector<int64_t> tc_head_dims() {
   std::vector<int64_t> dims;
   for (int i = 0; i < cuda::num_tensor_core_head_dims(); ++i) {
@@ -55,24 +43,24 @@ TEST(CudaBackward, EveryInstantiationMatchesFp64AtLengths1To1000) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
     for (DType t : {kF16, kBF16}) {
-      check_backward(whole(t, 1, d, kFull), kTc);
-      check_backward(whole(t, 7, d, kCausal, 4, 2), kTc);
-      check_backward(whole(t, 129, d, kFull, 4, 1), kTc);
-      check_backward(whole(t, 1000, d, kCausal, 4, 2), kTc);
-      check_backward(whole(t, 1000, d, make_mask_spec(false, 100, 37)), kTc);
+      check_backward(whole_sequence_spec(t, 1, d, kFull), kTc);
+      check_backward(whole_sequence_spec(t, 7, d, kCausal, 4, 2), kTc);
+      check_backward(whole_sequence_spec(t, 129, d, kFull, 4, 1), kTc);
+      check_backward(whole_sequence_spec(t, 1000, d, kCausal, 4, 2), kTc);
+      check_backward(whole_sequence_spec(t, 1000, d, make_mask_spec(false, 100, 37)), kTc);
     }
   }
 }
 
 TEST(CudaBackward, Length4097CausalMatchesFp64) {
   RINGATTN_REQUIRE_GPU();
-  check_backward(whole(kBF16, 4097, tc_head_dims().front(), kCausal, 1, 1), kTc);
+  check_backward(whole_sequence_spec(kBF16, 4097, tc_head_dims().front(), kCausal, 1, 1), kTc);
 }
 
 TEST(CudaBackward, ShardedBlocksAndRowsThatSeeNoKeyMatchFp64) {
   RINGATTN_REQUIRE_GPU();
   const int64_t d = tc_head_dims().front();
-  KernelSpec s = whole(kBF16, 0, d, kCausal, 4, 2);
+  KernelSpec s = whole_sequence_spec(kBF16, 0, d, kCausal, 4, 2);
   s.qb = shard_block(kZigzag, 1000, 4, 1);
   s.kb = shard_block(kZigzag, 1000, 4, 3);
   check_backward(s, kTc);
@@ -88,7 +76,7 @@ TEST(CudaBackward, ShardedBlocksAndRowsThatSeeNoKeyMatchFp64) {
 TEST(CudaBackward, AccumulateModeAddsIntoFloat32Gradients) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
-    const KernelSpec s = whole(kBF16, 129, d, kCausal, 4, 2);
+    const KernelSpec s = whole_sequence_spec(kBF16, 129, d, kCausal, 4, 2);
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed) + ": " + s.describe());
     const KernelInputs in = make_inputs(s, seed);
@@ -119,10 +107,10 @@ TEST(CudaBackward, AccumulateModeAddsIntoFloat32Gradients) {
 
 TEST(CudaBackward, GenericPathServesFloat32AndOtherHeadDims) {
   RINGATTN_REQUIRE_GPU();
-  check_backward(whole(kF32, 129, 64, kCausal, 4, 2), kGeneric);
-  check_backward(whole(kF32, 300, 128, make_mask_spec(false, 30, 30)), kGeneric);
-  check_backward(whole(kF16, 129, 96, kCausal, 4, 2), kGeneric);
-  KernelSpec s = whole(kBF16, 129, tc_head_dims().front(), kFull, 4, 2);
+  check_backward(whole_sequence_spec(kF32, 129, 64, kCausal, 4, 2), kGeneric);
+  check_backward(whole_sequence_spec(kF32, 300, 128, make_mask_spec(false, 30, 30)), kGeneric);
+  check_backward(whole_sequence_spec(kF16, 129, 96, kCausal, 4, 2), kGeneric);
+  KernelSpec s = whole_sequence_spec(kBF16, 129, tc_head_dims().front(), kFull, 4, 2);
   s.head_pad = 3;
   check_backward(s, kGeneric);
 }
@@ -130,7 +118,7 @@ TEST(CudaBackward, GenericPathServesFloat32AndOtherHeadDims) {
 TEST(CudaBackward, TwoRunsAreBitwiseEqual) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
-    const KernelSpec s = whole(kBF16, 1000, d, kCausal, 8, 2);
+    const KernelSpec s = whole_sequence_spec(kBF16, 1000, d, kCausal, 8, 2);
     const KernelInputs in = make_inputs(s, fresh_seed());
     EXPECT_EQ(gpu_backward_bytes(s, in), gpu_backward_bytes(s, in)) << "D=" << d;
   }

@@ -28,27 +28,8 @@ void check_forward(const KernelSpec& s, OutMode mode, cuda::Path expect) {
   const FwdResult naive = naive_forward(c, in.q, in.k, in.v, s.dtype);
   EXPECT_TRUE(within_2x_naive("O", g.out.o, ref.o, naive.o, s.dtype));
   EXPECT_TRUE(within_2x_naive("LSE", g.out.lse, ref.lse, naive.lse, s.dtype));
-  const AttnShape& sh = c.shape;
-  for (int64_t b = 0; b < sh.batch; ++b)
-    for (int64_t h = 0; h < sh.hq; ++h)
-      for (int64_t i = 0; i < sh.sq; ++i) {
-        if (ref.lse[(b * sh.hq + h) * sh.sq + i] != -INFINITY) continue;
-        for (int64_t x = 0; x < sh.d; ++x)
-          ASSERT_EQ(g.out.o[((b * sh.sq + i) * sh.hq + h) * sh.d + x], 0.0)
-              << "row " << i << " sees no key but O != 0";
-      }
-}
-
-KernelSpec whole(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq = 2, int64_t hkv = 1) {
-  KernelSpec k;
-  k.dtype = t;
-  k.d = d;
-  k.hq = hq;
-  k.hkv = hkv;
-  k.qb = run_block(s);
-  k.kb = run_block(s);
-  k.mask = m;
-  return k;
+  // Rows that see no key: exactly O = 0 and LSE = -inf.
+  EXPECT_TRUE(unseen_rows_are_zero(c.shape, g.out.o, ref.lse));
 }
 
 std::vector<int64_t> tc_head_dims() {
@@ -66,12 +47,12 @@ TEST(CudaForward, EveryInstantiationMatchesFp64AtLengths1To1000) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
     for (DType t : {kF16, kBF16}) {
-      check_forward(whole(t, 1, d, kFull), kOutFinal, kTc);
-      check_forward(whole(t, 7, d, kCausal, 4, 2), kOutFinal, kTc);
-      check_forward(whole(t, 129, d, kFull, 4, 1), kOutFinal, kTc);
-      check_forward(whole(t, 129, d, kCausal, 2, 2), kOutFinal, kTc);
-      check_forward(whole(t, 1000, d, kCausal, 4, 2), kOutFinal, kTc);
-      check_forward(whole(t, 1000, d, make_mask_spec(false, 100, 37)), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 1, d, kFull), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 7, d, kCausal, 4, 2), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 129, d, kFull, 4, 1), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 129, d, kCausal, 2, 2), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 1000, d, kCausal, 4, 2), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 1000, d, make_mask_spec(false, 100, 37)), kOutFinal, kTc);
     }
   }
 }
@@ -79,8 +60,8 @@ TEST(CudaForward, EveryInstantiationMatchesFp64AtLengths1To1000) {
 TEST(CudaForward, EveryInstantiationMatchesFp64AtLength4097) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
-    check_forward(whole(kBF16, 4097, d, kCausal, 1, 1), kOutFinal, kTc);
-    check_forward(whole(kF16, 4097, d, kFull, 1, 1), kOutFinal, kTc);
+    check_forward(whole_sequence_spec(kBF16, 4097, d, kCausal, 1, 1), kOutFinal, kTc);
+    check_forward(whole_sequence_spec(kF16, 4097, d, kFull, 1, 1), kOutFinal, kTc);
   }
 }
 
@@ -88,9 +69,9 @@ TEST(CudaForward, PartialF32AndMergeModesKeepFloat32AcrossTwoKeyBlocks) {
   RINGATTN_REQUIRE_GPU();
   for (int64_t d : tc_head_dims()) {
     for (DType t : {kF16, kBF16}) {
-      check_forward(whole(t, 129, d, kCausal, 4, 2), kOutPartialF32, kTc);
+      check_forward(whole_sequence_spec(t, 129, d, kCausal, 4, 2), kOutPartialF32, kTc);
       // Two ring steps: keys [0, 500) then [500, 1000), merged in float32, against the whole.
-      KernelSpec first = whole(t, 0, d, kCausal, 4, 2);
+      KernelSpec first = whole_sequence_spec(t, 0, d, kCausal, 4, 2);
       first.qb = run_block(1000);
       first.kb = run_block(500, 0);
       KernelSpec second = first;
@@ -122,12 +103,12 @@ TEST(CudaForward, ZigzagStripedAndContiguousShardsMatchFp64) {
   RINGATTN_REQUIRE_GPU();
   const int64_t d = tc_head_dims().front();
   for (int32_t krank : {3, 1, 0}) {
-    KernelSpec s = whole(krank == 1 ? kF16 : kBF16, 0, d, kCausal, 4, 2);
+    KernelSpec s = whole_sequence_spec(krank == 1 ? kF16 : kBF16, 0, d, kCausal, 4, 2);
     s.qb = shard_block(kZigzag, 1000, 4, 1);
     s.kb = shard_block(kZigzag, 1000, 4, krank);
     check_forward(s, kOutFinal, kTc);
   }
-  KernelSpec s = whole(kBF16, 0, d, kCausal);
+  KernelSpec s = whole_sequence_spec(kBF16, 0, d, kCausal);
   s.qb = shard_block(kStriped, 1000, 3, 2);
   s.kb = shard_block(kStriped, 1000, 3, 0);
   check_forward(s, kOutFinal, kTc);
@@ -143,7 +124,7 @@ TEST(CudaForward, ZigzagStripedAndContiguousShardsMatchFp64) {
 TEST(CudaForward, RowsThatSeeNoKeyGetZeroOutputAndMinusInfLse) {
   RINGATTN_REQUIRE_GPU();
   const int64_t d = tc_head_dims().front();
-  KernelSpec s = whole(kBF16, 0, d, kCausal);
+  KernelSpec s = whole_sequence_spec(kBF16, 0, d, kCausal);
   s.qb = run_block(200, 0);
   s.kb = run_block(150, 70);  // causal: rows 0..69 see nothing
   check_forward(s, kOutFinal, kTc);
@@ -156,7 +137,7 @@ TEST(CudaForward, RowsThatSeeNoKeyGetZeroOutputAndMinusInfLse) {
 TEST(CudaForward, PackedBatchesWithMoreRunsThanFitInlineMatchFp64) {
   RINGATTN_REQUIRE_GPU();
   const int64_t d = tc_head_dims().back();
-  KernelSpec s = whole(kBF16, 0, d, kCausal, 4, 2);
+  KernelSpec s = whole_sequence_spec(kBF16, 0, d, kCausal, 4, 2);
   s.qb = packed_block({7, 129, 60, 1, 33, 64, 65, 2, 100, 9, 17, 3});  // 12 runs > inline 8
   s.kb = s.qb;
   check_forward(s, kOutFinal, kTc);
@@ -167,12 +148,12 @@ TEST(CudaForward, PackedBatchesWithMoreRunsThanFitInlineMatchFp64) {
 
 TEST(CudaForward, GenericPathServesFloat32OtherHeadDimsAndMisalignedStrides) {
   RINGATTN_REQUIRE_GPU();
-  check_forward(whole(kF32, 129, 64, kCausal, 4, 2), kOutFinal, kGeneric);
-  check_forward(whole(kF32, 1000, 128, kFull), kOutFinal, kGeneric);
-  check_forward(whole(kF32, 7, 256, make_mask_spec(true, 3, -1)), kOutPartialF32, kGeneric);
-  check_forward(whole(kF16, 129, 96, kCausal, 4, 2), kOutFinal, kGeneric);
-  check_forward(whole(kBF16, 129, 40, kFull), kOutFinal, kGeneric);
-  KernelSpec s = whole(kBF16, 129, tc_head_dims().front(), kCausal, 4, 2);
+  check_forward(whole_sequence_spec(kF32, 129, 64, kCausal, 4, 2), kOutFinal, kGeneric);
+  check_forward(whole_sequence_spec(kF32, 1000, 128, kFull), kOutFinal, kGeneric);
+  check_forward(whole_sequence_spec(kF32, 7, 256, make_mask_spec(true, 3, -1)), kOutPartialF32, kGeneric);
+  check_forward(whole_sequence_spec(kF16, 129, 96, kCausal, 4, 2), kOutFinal, kGeneric);
+  check_forward(whole_sequence_spec(kBF16, 129, 40, kFull), kOutFinal, kGeneric);
+  KernelSpec s = whole_sequence_spec(kBF16, 129, tc_head_dims().front(), kCausal, 4, 2);
   s.head_pad = 3;  // rows no longer 16-byte aligned
   check_forward(s, kOutFinal, kGeneric);
   s.head_pad = 8;  // padded but aligned: tensor cores
@@ -182,7 +163,7 @@ TEST(CudaForward, GenericPathServesFloat32OtherHeadDimsAndMisalignedStrides) {
 
 TEST(CudaForward, TwoRunsAreBitwiseEqual) {
   RINGATTN_REQUIRE_GPU();
-  const KernelSpec s = whole(kBF16, 1000, tc_head_dims().front(), kCausal, 4, 2);
+  const KernelSpec s = whole_sequence_spec(kBF16, 1000, tc_head_dims().front(), kCausal, 4, 2);
   const KernelInputs in = make_inputs(s, fresh_seed());
   const GpuForward a = gpu_forward(s, in, kOutFinal);
   const GpuForward b = gpu_forward(s, in, kOutFinal);
