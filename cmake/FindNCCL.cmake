@@ -1,8 +1,9 @@
 # Finds NCCL: defines NCCL_FOUND and the imported target NCCL::nccl.
-# Looks next to the CUDA toolkit, then in NCCL_ROOT / the system paths.
+# Looks in NCCL_ROOT, next to the CUDA toolkit, then in the system paths.
 find_path(NCCL_INCLUDE_DIR nccl.h
   HINTS ${NCCL_ROOT} $ENV{NCCL_ROOT} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY nccl
+# libnccl.so.2 alone: the nvidia-nccl Python wheels ship no unversioned link.
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
   HINTS ${NCCL_ROOT} $ENV{NCCL_ROOT} ${CUDAToolkit_LIBRARY_DIR} PATH_SUFFIXES lib lib64)
 include(FindPackageHandleStandardArgs)
 find_package_handle_standard_args(NCCL REQUIRED_VARS NCCL_LIBRARY NCCL_INCLUDE_DIR)

@@ -20,6 +20,18 @@ void nap(Clock::time_point since) {
 
 constexpr int kIdValues = static_cast<int>((sizeof(ncclUniqueId) + 7) / 8);
 
+// This thread's stream-capture mode set to relaxed for a scope.
+class RelaxedCapture {
+ public:
+  RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  ~RelaxedCapture() { cudaThreadExchangeStreamCaptureMode(&mode_); }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
 }  // namespace
 
 #define RINGATTN_NCCL_RETURN_IF_ERROR(expr)                    \
@@ -59,6 +71,8 @@ void NcclTransport::abort_comm() {
 ringattn_status_t NcclTransport::init_stream(std::string* err) {
   cudaError_t e = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
   if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&agree_stream_, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&agreed_, cudaEventDisableTiming);
   if (e != cudaSuccess) {
     const ringattn_status_t st = cuda_fail(e, "creating the communication stream");
     *err = error_;
@@ -149,13 +163,16 @@ std::unique_ptr<NcclTransport> NcclTransport::bootstrap(MPI_Comm mpi_comm, int64
 NcclTransport::~NcclTransport() {
   if (!broken_) {
     if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
+    if (agree_stream_ != nullptr) cudaStreamSynchronize(agree_stream_);
     if (owned_ && comm_ != nullptr) ncclCommDestroy(comm_);
     // After a failure the comm stream may never finish: its buffers and events are leaked.
     cudaFree(dev_scratch_);
     cudaFreeHost(host_scratch_);
     for (cudaEvent_t e : done_) cudaEventDestroy(e);
     if (ready_ != nullptr) cudaEventDestroy(ready_);
+    if (agreed_ != nullptr) cudaEventDestroy(agreed_);
     if (comm_stream_ != nullptr) cudaStreamDestroy(comm_stream_);
+    if (agree_stream_ != nullptr) cudaStreamDestroy(agree_stream_);
   }
   cudaGetLastError();
 }
@@ -274,6 +291,10 @@ ringattn_status_t NcclTransport::allgather_i64(const int64_t* mine, int n, int64
     }
     return st;
   }
+  // The agreement has its own stream and buffers, never part of a capture of the caller's
+  // stream; its host waits are on its own event. Relaxing this thread's capture mode makes them
+  // legal while the caller captures.
+  RelaxedCapture relaxed;
   const size_t values = static_cast<size_t>(n) * static_cast<size_t>(size_ + 1);
   if (values > scratch_values_) {
     cudaFree(dev_scratch_);
@@ -293,17 +314,23 @@ ringattn_status_t NcclTransport::allgather_i64(const int64_t* mine, int n, int64
   int64_t* dev = static_cast<int64_t*>(dev_scratch_);
   int64_t* host_mine = host_scratch_ + static_cast<size_t>(n) * size_;
   std::memcpy(host_mine, mine, sizeof(int64_t) * static_cast<size_t>(n));
+  ringattn_status_t st = RINGATTN_SUCCESS;
   cudaError_t err = cudaMemcpyAsync(dev + static_cast<size_t>(n) * size_, host_mine,
-                                    sizeof(int64_t) * n, cudaMemcpyHostToDevice, comm_stream_);
-  if (err != cudaSuccess) return cuda_fail(err, "agreement upload");
-  RINGATTN_NCCL_RETURN_IF_ERROR(settle(
-      ncclAllGather(dev + static_cast<size_t>(n) * size_, dev, n, ncclInt64, comm_, comm_stream_),
-      "ncclAllGather (agreement)"));
-  err = cudaMemcpyAsync(host_scratch_, dev, sizeof(int64_t) * static_cast<size_t>(n) * size_,
-                        cudaMemcpyDeviceToHost, comm_stream_);
-  if (err == cudaSuccess) err = cudaEventRecord(ready_, comm_stream_);
-  if (err != cudaSuccess) return cuda_fail(err, "agreement download");
-  RINGATTN_NCCL_RETURN_IF_ERROR(wait_event(ready_, "agreement (allgather)"));
+                                    sizeof(int64_t) * n, cudaMemcpyHostToDevice, agree_stream_);
+  if (err != cudaSuccess) st = cuda_fail(err, "agreement upload");
+  if (st == RINGATTN_SUCCESS) {
+    st = settle(ncclAllGather(dev + static_cast<size_t>(n) * size_, dev, n, ncclInt64, comm_,
+                              agree_stream_),
+                "ncclAllGather (agreement)");
+  }
+  if (st == RINGATTN_SUCCESS) {
+    err = cudaMemcpyAsync(host_scratch_, dev, sizeof(int64_t) * static_cast<size_t>(n) * size_,
+                          cudaMemcpyDeviceToHost, agree_stream_);
+    if (err == cudaSuccess) err = cudaEventRecord(agreed_, agree_stream_);
+    if (err != cudaSuccess) st = cuda_fail(err, "agreement download");
+  }
+  if (st == RINGATTN_SUCCESS) st = wait_event(agreed_, "agreement (allgather)");
+  RINGATTN_NCCL_RETURN_IF_ERROR(st);
   std::memcpy(all, host_scratch_, sizeof(int64_t) * static_cast<size_t>(n) * size_);
   return RINGATTN_SUCCESS;
 }

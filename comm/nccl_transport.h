@@ -13,7 +13,8 @@
 // On a timeout or asynchronous error a communicator the transport created is aborted
 // (ncclCommAbort); a caller's communicator is never destroyed, and the error tells the caller to
 // abort it. Agreement (allgather_i64) goes over the MPI side channel when the communicator was
-// bootstrapped over MPI, else over NCCL through a small device buffer (host-synchronous, bounded).
+// bootstrapped over MPI, else over NCCL through a small device buffer on a stream of its own
+// (host-synchronous, bounded, and safe while the caller's stream is being captured).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -56,7 +57,8 @@ class NcclTransport final : public Transport {
   bool broken() const override { return broken_; }
   void set_stream(void* stream) override { stream_ = static_cast<cudaStream_t>(stream); }
 
-  // Watchdog on: waits poll with the timeout (errors, never hangs). Off: no host blocking.
+  // Watchdog on: waits poll with the timeout (errors, never hangs). Off (the context option
+  // `capturable`): no host blocking on transfers, so a call can be captured in a CUDA graph.
   void set_watchdog(bool on) { watchdog_ = on; }
   ncclComm_t comm() const { return comm_; }
 
@@ -81,6 +83,8 @@ class NcclTransport final : public Transport {
   cudaStream_t stream_ = nullptr;       // the caller's
   cudaStream_t comm_stream_ = nullptr;  // ours, for the transfers
   cudaEvent_t ready_ = nullptr;
+  cudaStream_t agree_stream_ = nullptr;  // agreement over NCCL: never part of a capture
+  cudaEvent_t agreed_ = nullptr;
   std::vector<int> tags_;
   std::vector<cudaEvent_t> done_;  // per tag
   void* dev_scratch_ = nullptr;    // agreement over NCCL

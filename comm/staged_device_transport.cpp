@@ -31,14 +31,17 @@ StagedDeviceTransport::~StagedDeviceTransport() {
   // that could not be cancelled): leak the pinned buffers rather than free memory MPI may touch.
   const bool keep_buffers = broken();
   for (Slot& s : slots_) {
-    if (!keep_buffers) {
-      if (s.h2d_pending) cudaEventSynchronize(s.h2d);
-      cudaFreeHost(s.send_host);
-      cudaFreeHost(s.recv_host);
+    for (Staging& b : s.buf) {
+      if (!keep_buffers) {
+        if (b.h2d_pending) cudaEventSynchronize(b.h2d);
+        cudaFreeHost(b.host);
+      }
+      if (b.h2d != nullptr) cudaEventDestroy(b.h2d);
     }
     if (s.d2h != nullptr) cudaEventDestroy(s.d2h);
-    if (s.h2d != nullptr) cudaEventDestroy(s.h2d);
+    if (s.ready != nullptr) cudaEventDestroy(s.ready);
   }
+  if (copy_stream_ != nullptr && !keep_buffers) cudaStreamDestroy(copy_stream_);
   cudaGetLastError();
 }
 
@@ -80,72 +83,102 @@ ringattn_status_t StagedDeviceTransport::wait_event(cudaEvent_t ev, const char* 
                                           " ms");
 }
 
-ringattn_status_t StagedDeviceTransport::slot_for(int tag, size_t send_bytes, size_t recv_bytes,
-                                                  size_t* index) {
+ringattn_status_t StagedDeviceTransport::slot_for(int tag, size_t* index) {
   size_t i = 0;
   while (i < slots_.size() && slots_[i].tag != tag) ++i;
+  if (copy_stream_ == nullptr) {
+    const cudaError_t err = cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking);
+    if (err != cudaSuccess) return cuda_fail(err, "creating the copy stream");
+  }
   if (i == slots_.size()) {
     Slot s;
     s.tag = tag;
-    cudaError_t err = cudaEventCreateWithFlags(&s.d2h, cudaEventDisableTiming);
-    if (err != cudaSuccess) return cuda_fail(err, "cudaEventCreate");
-    err = cudaEventCreateWithFlags(&s.h2d, cudaEventDisableTiming);
-    if (err != cudaSuccess) {
-      cudaEventDestroy(s.d2h);
-      return cuda_fail(err, "cudaEventCreate");
+    cudaEvent_t* events[4] = {&s.d2h, &s.ready, &s.buf[0].h2d, &s.buf[1].h2d};
+    for (cudaEvent_t* e : events) {
+      const cudaError_t err = cudaEventCreateWithFlags(e, cudaEventDisableTiming);
+      if (err != cudaSuccess) {
+        for (cudaEvent_t* made : events) {
+          if (*made != nullptr) cudaEventDestroy(*made);
+        }
+        return cuda_fail(err, "cudaEventCreate");
+      }
     }
     slots_.push_back(s);
   }
-  Slot& s = slots_[i];
-  // The receive staging of the previous exchange of this tag may still feed an H2D copy.
-  if (s.h2d_pending) {
-    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(s.h2d, "the previous receive's host-to-device copy"));
-    s.h2d_pending = false;
-  }
-  // Growth only: a problem sizes its slots on its first call.
-  if (send_bytes > s.send_cap) {
-    cudaFreeHost(s.send_host);
-    s.send_host = nullptr;
-    s.send_cap = 0;
-    const cudaError_t err = cudaHostAlloc(&s.send_host, send_bytes, cudaHostAllocDefault);
-    if (err != cudaSuccess) return cuda_fail(err, "cudaHostAlloc (send staging)");
-    s.send_cap = send_bytes;
-  }
-  if (recv_bytes > s.recv_cap) {
-    cudaFreeHost(s.recv_host);
-    s.recv_host = nullptr;
-    s.recv_cap = 0;
-    const cudaError_t err = cudaHostAlloc(&s.recv_host, recv_bytes, cudaHostAllocDefault);
-    if (err != cudaSuccess) return cuda_fail(err, "cudaHostAlloc (receive staging)");
-    s.recv_cap = recv_bytes;
-  }
   *index = i;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t StagedDeviceTransport::prepare_write(Staging* b, size_t bytes, const char* what) {
+  if (b->h2d_pending) {
+    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(b->h2d, "a staging buffer's host-to-device copy"));
+    b->h2d_pending = false;
+  }
+  // Growth only: a problem sizes its staging on its first call.
+  if (bytes > b->cap) {
+    cudaFreeHost(b->host);
+    b->host = nullptr;
+    b->cap = 0;
+    const cudaError_t err = cudaHostAlloc(&b->host, bytes, cudaHostAllocDefault);
+    if (err != cudaSuccess) return cuda_fail(err, what);
+    b->cap = bytes;
+  }
   return RINGATTN_SUCCESS;
 }
 
 ringattn_status_t StagedDeviceTransport::start_exchange(const void* send, size_t send_bytes,
                                                         int dst, void* recv, size_t recv_bytes,
                                                         int src, int tag, Exchange* ex) {
+  return start(send, send_bytes, dst, recv, recv_bytes, src, tag, ex, false);
+}
+
+ringattn_status_t StagedDeviceTransport::start_relay(const void* send, size_t send_bytes, int dst,
+                                                     void* recv, size_t recv_bytes, int src,
+                                                     int tag, Exchange* ex) {
+  return start(send, send_bytes, dst, recv, recv_bytes, src, tag, ex, true);
+}
+
+ringattn_status_t StagedDeviceTransport::start(const void* send, size_t send_bytes, int dst,
+                                               void* recv, size_t recv_bytes, int src, int tag,
+                                               Exchange* ex, bool relay) {
   if (broken()) {
     return fail(RINGATTN_ERROR_COMM,
                 "the transport failed earlier (timeout, CUDA or MPI error); destroy the context");
   }
   size_t i = 0;
-  RINGATTN_COMM_RETURN_IF_ERROR(slot_for(tag, send_bytes, recv_bytes, &i));
+  RINGATTN_COMM_RETURN_IF_ERROR(slot_for(tag, &i));
   Slot& s = slots_[i];
-  if (send_bytes > 0) {
+  // A relay sends the staging buffer that received the block: it already holds these bytes
+  // (an H2D copy may still read it; MPI only reads it too). Anything else is copied out.
+  const bool staged =
+      relay && send_bytes > 0 && send == s.last_recv_dev && send_bytes == s.last_recv_bytes;
+  if (staged) s.send = 1 - s.send;
+  s.last_recv_dev = nullptr;
+  s.last_recv_bytes = 0;
+  Staging& out = s.buf[s.send];
+  Staging& in = s.buf[1 - s.send];
+  if (!staged) {
+    RINGATTN_COMM_RETURN_IF_ERROR(prepare_write(&out, send_bytes, "cudaHostAlloc (send staging)"));
+  }
+  RINGATTN_COMM_RETURN_IF_ERROR(prepare_write(&in, recv_bytes, "cudaHostAlloc (receive staging)"));
+  // Everything enqueued so far on the caller's stream, the last readers of the receive buffer
+  // included, precedes the copy into it (made on the copy stream by wait()).
+  const cudaError_t rec = cudaEventRecord(s.ready, stream_);
+  if (rec != cudaSuccess) return cuda_fail(rec, "cudaEventRecord");
+  if (staged) {
+    ++relayed_;
+  } else if (send_bytes > 0) {
     // The send buffer was produced by work already enqueued on the caller's stream: copy after
     // it, and hand the staging buffer to MPI only once the copy has landed (host wait; MPI has
     // no way to wait for a CUDA event itself).
-    cudaError_t err =
-        cudaMemcpyAsync(s.send_host, send, send_bytes, cudaMemcpyDeviceToHost, stream_);
+    cudaError_t err = cudaMemcpyAsync(out.host, send, send_bytes, cudaMemcpyDeviceToHost, stream_);
     if (err != cudaSuccess) return cuda_fail(err, "device-to-host copy of the send buffer");
     err = cudaEventRecord(s.d2h, stream_);
     if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
     RINGATTN_COMM_RETURN_IF_ERROR(wait_event(s.d2h, "the send buffer's device-to-host copy"));
   }
   const ringattn_status_t st =
-      inner_->start_exchange(s.send_host, send_bytes, dst, s.recv_host, recv_bytes, src, tag, ex);
+      inner_->start_exchange(out.host, send_bytes, dst, in.host, recv_bytes, src, tag, ex);
   if (st != RINGATTN_SUCCESS) return inner_fail(st);
   active_.push_back(Active{ex, i, recv, recv_bytes});
   return RINGATTN_SUCCESS;
@@ -163,14 +196,21 @@ ringattn_status_t StagedDeviceTransport::wait(Exchange* ex) {
   if (st != RINGATTN_SUCCESS) return inner_fail(st);
   if (act.recv_bytes == 0) return RINGATTN_SUCCESS;
   Slot& s = slots_[act.slot];
-  // Stream-ordered: compute enqueued after this call reads the received block; the host does
-  // not wait here. The event guards the staging buffer's reuse (slot_for).
-  cudaError_t err =
-      cudaMemcpyAsync(act.recv_dev, s.recv_host, act.recv_bytes, cudaMemcpyHostToDevice, stream_);
+  Staging& in = s.buf[1 - s.send];
+  // On the copy stream, so that the copy overlaps the compute still running on the caller's
+  // stream; the caller's stream waits for it before anything enqueued after this call (no host
+  // wait). The buffer's event also guards its reuse (prepare_write).
+  cudaError_t err = cudaStreamWaitEvent(copy_stream_, s.ready, 0);
+  if (err != cudaSuccess) return cuda_fail(err, "cudaStreamWaitEvent");
+  err =
+      cudaMemcpyAsync(act.recv_dev, in.host, act.recv_bytes, cudaMemcpyHostToDevice, copy_stream_);
   if (err != cudaSuccess) return cuda_fail(err, "host-to-device copy of the received buffer");
-  err = cudaEventRecord(s.h2d, stream_);
-  if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
-  s.h2d_pending = true;
+  err = cudaEventRecord(in.h2d, copy_stream_);
+  if (err == cudaSuccess) err = cudaStreamWaitEvent(stream_, in.h2d, 0);
+  if (err != cudaSuccess) return cuda_fail(err, "ordering the received buffer's copy");
+  in.h2d_pending = true;
+  s.last_recv_dev = act.recv_dev;
+  s.last_recv_bytes = act.recv_bytes;
   return RINGATTN_SUCCESS;
 }
 

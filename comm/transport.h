@@ -40,6 +40,15 @@ class Transport {
   // gradient accumulators) between the same peers.
   virtual ringattn_status_t start_exchange(const void* send, size_t send_bytes, int dst, void* recv,
                                            size_t recv_bytes, int src, int tag, Exchange* ex) = 0;
+  // start_exchange for a block passed on unchanged: `send` holds exactly the `send_bytes` bytes
+  // that the previous exchange of `tag` received into it, and nothing wrote to it since (the
+  // ring's K/V blocks). A transport that stages device buffers through host memory sends its
+  // staged copy instead of copying the block out of the device again. Where the precondition
+  // does not hold (another buffer or size) it is a plain start_exchange.
+  virtual ringattn_status_t start_relay(const void* send, size_t send_bytes, int dst, void* recv,
+                                        size_t recv_bytes, int src, int tag, Exchange* ex) {
+    return start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
+  }
   // Block until the exchange has finished, or the timeout has passed since the call.
   virtual ringattn_status_t wait(Exchange* ex) = 0;
   // Let outstanding transfers advance without blocking. Called between chunks of compute by

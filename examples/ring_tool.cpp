@@ -147,9 +147,30 @@ void device_sync() {
 #endif
 }
 
+namespace {
+
+// One GPU per rank of a node: the rank's index among the ranks of its node (shared-memory
+// split) picks the device, modulo the node's devices, so ranks may also share a GPU.
+void select_device_by_local_rank() {
+#if defined(RINGATTN_HAVE_CUDA)
+  MPI_Comm node = MPI_COMM_NULL;
+  int local = 0, count = 0;
+  if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+      MPI_SUCCESS) {
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+  }
+  if (cudaGetDeviceCount(&count) == cudaSuccess && count > 0) cudaSetDevice(local % count);
+  cudaGetLastError();  // no device: the context reports it as the library's error
+#endif
+}
+
+}  // namespace
+
 ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,
                                  const ringattn_context_options_t* options,
                                  ringattn_context_t* ctx) {
+  if (backend == RINGATTN_BACKEND_CUDA) select_device_by_local_rank();
   if (transport == "nccl") {
 #if defined(RINGATTN_HAVE_NCCL)
     return ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, backend, options, ctx);

@@ -55,7 +55,9 @@ class Placed {
 void device_sync();
 
 // A ring context over MPI_COMM_WORLD: transport "mpi" (device buffers staged through pinned
-// host memory) or "nccl" (bootstrapped over MPI; backend cuda; needs an NCCL build).
+// host memory) or "nccl" (bootstrapped over MPI; backend cuda; needs an NCCL build). Backend
+// cuda first makes device (local rank on the node) % (devices of the node) current; call it
+// before placing tensors.
 ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,
                                  const ringattn_context_options_t* options,
                                  ringattn_context_t* ctx);

@@ -7,8 +7,13 @@
 // time, TFLOP/s, comm GB/s, overlap %, #wrong (and peak resident memory per rank), a footer with
 // averages, and the same rows as JSON. FLOPs: forward 4*B*Hq*S^2*D, half for causal; backward
 // 2.5x forward. Time: the slowest rank, averaged over iterations. Overlap % = compute-only time /
-// total time per rank (averaged over ranks). comm GB/s: bytes a rank sends per second of the run.
+// total time per rank (averaged over ranks; backend cuda: device compute time / the rank's wall
+// time of the iteration, device work included). comm GB/s: bytes a rank sends per second of the
+// run.
 // --single runs the single-process API on the whole problem instead (the baseline, with -np 1).
+// Backend cuda: the JSON rows add the device time of the ring's compute (CUDA events around
+// every kernel call, per iteration), summed over ranks and of the slowest rank; reading it waits
+// for the call's device work, once after the forward and once after the backward.
 #include <mpi.h>
 #include <sys/resource.h>
 
@@ -207,6 +212,9 @@ double peak_mib() {
 struct Row {
   int64_t seq = 0, seq_local = 0;
   double time_s = 0, tflops = 0, gbps = 0, overlap = 0, overlap_min = 0, compute_s = 0;
+  // Backend cuda: device time of the ring's compute per iteration (CUDA events), summed over
+  // ranks and of the slowest rank; host wait time of the slowest rank.
+  double device_sum_s = 0, device_max_s = 0, wait_max_s = 0;
   int64_t wrong = -1;
   double peak_mib_max = 0;
 };
@@ -354,7 +362,7 @@ int main(int argc, char** argv) {
                  : ringattn_ring_backward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
                                           pdq.t(), pdk.t(), pdv.t(), &prm, nullptr);
     };
-    double sum_time = 0, sum_total = 0, sum_compute = 0;
+    double sum_time = 0, sum_total = 0, sum_compute = 0, sum_device = 0, sum_wait = 0, sum_dt = 0;
     int64_t bytes = 0;
     bool ok = true;
     for (int it = 0; it < a.warmup + a.iters && ok; ++it) {
@@ -362,16 +370,17 @@ int main(int argc, char** argv) {
       if (!fwd) ok = call_fwd() == RINGATTN_SUCCESS;
       MPI_Barrier(MPI_COMM_WORLD);
       const double t0 = MPI_Wtime();
-      double total = 0, compute = 0;
+      double total = 0, compute = 0, dev = 0, wait = 0;
       ringattn_ring_stats_t st{};
       const bool last = it + 1 == a.warmup + a.iters;
       auto report = [&](const char* what) {
         if (a.verbose && last && ctx) {
           std::fprintf(stderr,
-                       "rank %d %s: total %.1f ms compute %.1f ms wait %.1f ms sent %.1f MB "
-                       "skipped %d/%d\n",
+                       "rank %d %s: total %.1f ms compute %.1f ms (device %.1f ms) wait %.1f ms "
+                       "sent %.1f MB skipped %d/%d\n",
                        me, what, st.total_seconds * 1e3, st.compute_seconds * 1e3,
-                       st.comm_wait_seconds * 1e3, st.bytes_sent / 1e6, st.steps_skipped, st.steps);
+                       st.device_compute_seconds * 1e3, st.comm_wait_seconds * 1e3,
+                       st.bytes_sent / 1e6, st.steps_skipped, st.steps);
         }
       };
       if (fwd && ok) {
@@ -379,6 +388,7 @@ int main(int argc, char** argv) {
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("forward");
         total += st.total_seconds, compute += st.compute_seconds;
+        dev += st.device_compute_seconds, wait += st.comm_wait_seconds;
         if (it >= a.warmup) bytes += st.bytes_sent;
       }
       if (bwd && ok) {
@@ -386,6 +396,7 @@ int main(int argc, char** argv) {
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("backward");
         total += st.total_seconds, compute += st.compute_seconds;
+        dev += st.device_compute_seconds, wait += st.comm_wait_seconds;
         if (it >= a.warmup) bytes += st.bytes_sent;
       }
       if (device) ringattn::tool::device_sync();  // the calls only enqueue device work
@@ -395,6 +406,9 @@ int main(int argc, char** argv) {
         sum_time += slowest;
         sum_total += total;
         sum_compute += compute;
+        sum_device += dev;
+        sum_wait += wait;
+        sum_dt += dt;
       }
     }
     if (!ok) {
@@ -410,7 +424,11 @@ int main(int argc, char** argv) {
     flops = (fwd ? flops : 0) + (bwd ? 2.5 * flops : 0);
     row.tflops = flops / row.time_s / 1e12;
     row.gbps = static_cast<double>(bytes) / a.iters / row.time_s / 1e9;
-    const double ov = a.single ? 1.0 : (sum_total > 0 ? sum_compute / sum_total : 0.0);
+    // Device: the calls return before their kernels finish, so the share of the iteration's
+    // wall time (device work included) that the rank's kernels ran.
+    const double ov = a.single ? 1.0
+                      : device ? (sum_dt > 0 ? sum_device / sum_dt : 0.0)
+                               : (sum_total > 0 ? sum_compute / sum_total : 0.0);
     double ov_sum = 0, ov_min = 0, gb_max = 0;
     MPI_Allreduce(&ov, &ov_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     MPI_Allreduce(&ov, &ov_min, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
@@ -418,6 +436,10 @@ int main(int argc, char** argv) {
     row.overlap = 100.0 * ov_sum / world;
     row.overlap_min = 100.0 * ov_min;
     row.gbps = gb_max;
+    const double dev_mine = sum_device / a.iters, wait_mine = sum_wait / a.iters;
+    MPI_Allreduce(&dev_mine, &row.device_sum_s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(&dev_mine, &row.device_max_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(&wait_mine, &row.wait_max_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     const double peak = peak_mib();
     MPI_Allreduce(&peak, &row.peak_mib_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (a.check) {
@@ -513,6 +535,11 @@ int main(int argc, char** argv) {
                      {"comm_gbps", row.gbps},
                      {"overlap_pct", row.overlap},
                      {"overlap_pct_min_rank", row.overlap_min},
+                     {"backend", a.backend},
+                     {"transport", a.single ? "none" : a.transport},
+                     {"device_compute_ms_sum_ranks", row.device_sum_s * 1e3},
+                     {"device_compute_ms_max_rank", row.device_max_s * 1e3},
+                     {"comm_wait_ms_max_rank", row.wait_max_s * 1e3},
                      {"wrong", row.wrong},
                      {"peak_rss_mib_max_rank", row.peak_mib_max}});
     if (S > a.end / a.factor) break;

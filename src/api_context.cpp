@@ -1,4 +1,8 @@
 // C API: ring attention over a caller's MPI communicator (include/ringattn/ringattn_mpi.h).
+#include <stddef.h>
+
+#include <algorithm>
+#include <cstring>
 #include <new>
 
 #include "mpi_transport.h"
@@ -27,8 +31,9 @@ Status check_ctx(ringattn_context_t ctx) {
 }
 
 // What every constructor shares (options, backend, the context); `make` builds the transport:
-// std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, Status*, std::string*); null
-// on failure with *Status and the message set.
+// std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, bool capturable, Status*,
+// std::string*); null on failure with *Status and the message set. Make::kCapturable says
+// whether the transport can run without host waits (options.capturable).
 template <typename Make>
 Status create_with(ringattn_backend_t backend, const ringattn_context_options_t* options,
                    ringattn_context_t* out, const Make& make) {
@@ -36,37 +41,53 @@ Status create_with(ringattn_backend_t backend, const ringattn_context_options_t*
   *out = nullptr;
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   if (options != nullptr) {
-    if (options->struct_size < sizeof(ringattn_context_options_t)) {
+    // Versioned: a caller built against an older header passes a shorter struct, whose
+    // missing fields keep their defaults.
+    constexpr size_t kFirstVersion = offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
+    if (options->struct_size < kFirstVersion) {
       return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
                         "'options'.struct_size is %zu, expected %zu: initialize with "
                         "RINGATTN_CONTEXT_OPTIONS_INIT",
                         options->struct_size, sizeof(ringattn_context_options_t));
     }
-    opts = *options;
+    std::memcpy(&opts, options, std::min(options->struct_size, sizeof(opts)));
+    opts.struct_size = sizeof(opts);
   }
   if (opts.chunks > 1024) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
                       static_cast<int>(opts.chunks));
   }
+  const bool capturable = opts.capturable != 0;
+  if (capturable && !Make::kCapturable) {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'options'.capturable: this transport waits on the host for device data; "
+                     "graph capture needs the NCCL transport (ringattn_context_create_nccl or "
+                     "ringattn_context_create_nccl_mpi)");
+  }
   Backend* be = nullptr;
   RINGATTN_RETURN_IF_ERROR(get_backend(backend, &be));
+  if (capturable && be->kind() != RINGATTN_BACKEND_CUDA) {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'options'.capturable needs backend RINGATTN_BACKEND_CUDA");
+  }
   const int64_t timeout = opts.timeout_ms > 0 ? opts.timeout_ms : comm::default_timeout_ms();
   Status st = RINGATTN_SUCCESS;
   std::string err;
-  std::unique_ptr<comm::Transport> transport = make(timeout, be, &st, &err);
+  std::unique_ptr<comm::Transport> transport = make(timeout, be, capturable, &st, &err);
   if (!transport) return set_error(st, err);
   const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
   std::unique_ptr<ringattn_context> ctx(new ringattn_context);
-  ctx->ring.reset(new RingContext(std::move(transport), be, chunks));
+  ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable));
   *out = ctx.release();
   return RINGATTN_SUCCESS;
 }
 
 // The MPI transport; device buffers (backend CUDA) are staged through pinned host memory.
 struct MpiTransportMaker {
+  static constexpr bool kCapturable = false;
   MPI_Comm comm;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
-                                              std::string* err) const {
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool /*capturable*/,
+                                              Status* st, std::string* err) const {
     std::unique_ptr<comm::Transport> t = comm::MpiTransport::create(comm, timeout, st, err);
 #if defined(RINGATTN_HAVE_CUDA)
     if (t && be->kind() == RINGATTN_BACKEND_CUDA) {
@@ -90,22 +111,29 @@ bool nccl_backend_ok(Backend* be, Status* st, std::string* err) {
 
 // NCCL over the caller's communicator (never destroyed by the library).
 struct NcclTransportMaker {
+  static constexpr bool kCapturable = true;
   ncclComm_t comm;
   int32_t rank, world;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
-                                              std::string* err) const {
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
+                                              Status* st, std::string* err) const {
     if (!nccl_backend_ok(be, st, err)) return nullptr;
-    return comm::NcclTransport::wrap(comm, rank, world, timeout, st, err);
+    std::unique_ptr<comm::NcclTransport> t =
+        comm::NcclTransport::wrap(comm, rank, world, timeout, st, err);
+    if (t) t->set_watchdog(!capturable);
+    return t;
   }
 };
 
 // NCCL with a communicator of its own, bootstrapped over MPI.
 struct NcclMpiTransportMaker {
+  static constexpr bool kCapturable = true;
   MPI_Comm comm;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, Status* st,
-                                              std::string* err) const {
+  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
+                                              Status* st, std::string* err) const {
     if (!nccl_backend_ok(be, st, err)) return nullptr;
-    return comm::NcclTransport::bootstrap(comm, timeout, st, err);
+    std::unique_ptr<comm::NcclTransport> t = comm::NcclTransport::bootstrap(comm, timeout, st, err);
+    if (t) t->set_watchdog(!capturable);
+    return t;
   }
 };
 #endif
@@ -186,6 +214,7 @@ ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
   stats->bytes_sent = s.bytes_sent;
   stats->steps = s.steps;
   stats->steps_skipped = s.steps_skipped;
+  stats->device_compute_seconds = ctx->ring->device_compute_seconds();
   return RINGATTN_SUCCESS;
 }
 

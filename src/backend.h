@@ -12,6 +12,9 @@
 
 #include <stddef.h>
 
+#include <memory>
+
+#include "compute_timer.h"
 #include "local_params.h"
 #include "status.h"
 
@@ -29,6 +32,16 @@ class Backend {
 
   virtual Status forward(const FwdParams& p, void* stream) = 0;
   virtual Status backward(const BwdParams& p, void* stream) = 0;
+  // Optional, for several backward calls over the same query rows (the ring's key chunks and
+  // steps), so that per-query-row preparation runs once instead of once per call: the caller
+  // gives backward_query_pack_bytes(p) bytes of this backend's memory (64-byte aligned), fills
+  // them with pack_backward_queries(p, ...) and passes them as BwdParams::query_pack. Only the
+  // shape and query side (q, dout, lse, delta) of `p` are read and must stay unchanged while the
+  // pack is in use. 0 bytes (the default): the backend prepares nothing; calls pass nullptr.
+  virtual size_t backward_query_pack_bytes(const BwdParams& /*p*/) const { return 0; }
+  virtual Status pack_backward_queries(const BwdParams& /*p*/, void* /*pack*/, void* /*stream*/) {
+    return RINGATTN_SUCCESS;
+  }
   virtual Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d,
                                const TensorRef& dout, const TensorRef& o,
                                const RowStatRef& delta, void* stream) = 0;
@@ -47,6 +60,12 @@ class Backend {
   // alloc returns nullptr on failure after setting the last error (RINGATTN_ERROR_OUT_OF_MEMORY).
   virtual void* alloc(size_t bytes, void* stream) = 0;
   virtual void free(void* ptr, void* stream) = 0;
+
+  // Device timing of compute (compute_timer.h); nullptr where the host clock around a call
+  // already measures its compute (the CPU backend).
+  virtual std::unique_ptr<ComputeTimer> make_timer() { return nullptr; }
+  // Is `stream` being captured into a graph? Never on the CPU backend.
+  virtual bool stream_capturing(void* /*stream*/) const { return false; }
 };
 
 // The backend singletons. cuda_backend() returns nullptr when the library was built without

@@ -44,6 +44,13 @@ class CpuBackend final : public Backend {
   Status backward(const BwdParams& p, void*) override {
     return run_kernel("backward", [&] { cpu::attention_backward(p); });
   }
+  size_t backward_query_pack_bytes(const BwdParams& p) const override {
+    return cpu::backward_query_pack_bytes(p);
+  }
+  Status pack_backward_queries(const BwdParams& p, void* pack, void*) override {
+    cpu::pack_backward_queries(p, pack);
+    return RINGATTN_SUCCESS;
+  }
   Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                        const TensorRef& o, const RowStatRef& delta, void*) override {
     return run_kernel("compute_delta", [&] { cpu::compute_delta(batch, s, h, d, dout, o, delta); });

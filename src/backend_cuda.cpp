@@ -4,6 +4,7 @@
 
 #include "attention_cuda.h"
 #include "backend.h"
+#include "compute_timer.h"
 
 namespace ringattn {
 namespace {
@@ -98,6 +99,16 @@ class CudaBackend final : public Backend {
   }
   void free(void* ptr, void* stream) override {
     if (ptr != nullptr) cudaFreeAsync(ptr, as_stream(stream));
+  }
+
+  std::unique_ptr<ComputeTimer> make_timer() override { return make_cuda_compute_timer(); }
+  bool stream_capturing(void* stream) const override {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(as_stream(stream), &status) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    return status != cudaStreamCaptureStatusNone;
   }
 };
 

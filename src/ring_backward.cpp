@@ -6,6 +6,10 @@
 //
 // Chunks (along the block's key rows) let the accumulators of chunk c travel while the later
 // chunks compute, so the only exposed gradient transfer is the final chunk's last hop.
+//
+// Every call of the P x C steps and chunks has the same query side (Q, dO, LSE, Delta): a backend
+// that prepares it (the CPU backend's float32 packing) does so once per ring call into the
+// workspace (Backend::pack_backward_queries), not once per call.
 #include <cmath>
 
 #include "ring_context.h"
@@ -38,8 +42,18 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   const int64_t grad_row = 2 * B * Hkv * D;
   const size_t slot_bytes = sizeof(float) * static_cast<size_t>(plan.slot_rows() * grad_row);
   const size_t grad_bytes = align64(slot_bytes * C);
+  // Every backward call of this ring call shares its query rows: the fields they share are set
+  // once here, and the backend may pack the query side once (0 bytes: it packs per call).
+  BwdParams qside{};
+  qside.batch = B;
+  qside.sq = S;
+  qside.hq = Hq;
+  qside.hkv = Hkv;
+  qside.d = D;
+  const size_t qpack_bytes = align64(backend_->backward_query_pack_bytes(qside));
   RINGATTN_RETURN_IF_ERROR(workspace_for(
-      kOpBackward, 2 * kv_bytes + dq_bytes + delta_bytes + 2 * grad_bytes + 64, stream));
+      kOpBackward, 2 * kv_bytes + dq_bytes + delta_bytes + 2 * grad_bytes + qpack_bytes + 64,
+      stream));
   char* kv[2] = {ws_, ws_ + kv_bytes};
   char* p0 = ws_ + 2 * kv_bytes;
   const TensorRef dq_acc{p0, kF32, S * Hq * D, Hq * D, D};
@@ -50,13 +64,25 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     return TensorRef{base, kF32, Hkv * D, grad_row, D};
   };
   auto slot = [&](char* buf, int32_t c) { return buf + slot_bytes * c; };
+  char* const qpack = grad[1] + grad_bytes;
 
-  const TensorRef qref = tensor_ref(*q, packed), dout_ref = tensor_ref(*dout, packed);
-  const RowStatRef lse_ref = rowstat_ref(*lse, packed);
+  qside.q = tensor_ref(*q, packed);
+  qside.dout = tensor_ref(*dout, packed);
+  qside.lse = rowstat_ref(*lse, packed);
+  qside.delta = delta;
+  qside.dq = dq_acc;
+  qside.accumulate = true;
+  qside.scale = opts_.scale;
+  qside.mask = opts_.mask;
+  qside.q_pos = plan.block_map(me);
   const TensorRef zero{nullptr, kF32, 0, 0, 0};
   RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
     RINGATTN_RETURN_IF_ERROR(
-        backend_->compute_delta(B, S, Hq, D, dout_ref, tensor_ref(*o, packed), delta, stream));
+        backend_->compute_delta(B, S, Hq, D, qside.dout, tensor_ref(*o, packed), delta, stream));
+    if (qpack_bytes > 0) {  // after Delta, which the pack holds
+      RINGATTN_RETURN_IF_ERROR(backend_->pack_backward_queries(qside, qpack, stream));
+      qside.query_pack = qpack;
+    }
     RINGATTN_RETURN_IF_ERROR(backend_->convert(B, S, Hq, D, zero, dq_acc, stream));
     // The first step's accumulators start at zero; later ones arrive from the previous rank.
     return backend_->convert(1, plan.slot_rows() * C * 2 * B, Hkv, D, zero,
@@ -73,7 +99,9 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     if (i + 1 < P) {
       const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
       const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
-      const Status st = start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex);
+      // From step 1 on, the block sent is the one received at the previous step, unchanged.
+      const Status st =
+          start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex, /*relay=*/i > 0);
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
     }
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
@@ -84,26 +112,12 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
       }
       if (plan.bwd_visible(i, c)) {
-        BwdParams p{};
-        p.batch = B;
-        p.sq = S;
+        BwdParams p = qside;
         p.sk = kc.rows;
-        p.hq = Hq;
-        p.hkv = Hkv;
-        p.d = D;
-        p.q = qref;
         p.k = kv_ref(kv[cur], 0, kc.row0);
         p.v = kv_ref(kv[cur], 1, kc.row0);
-        p.dout = dout_ref;
-        p.lse = lse_ref;
-        p.delta = delta;
-        p.dq = dq_acc;
         p.dk = grad_ref(grad[a], 0, c);
         p.dv = grad_ref(grad[a], 1, c);
-        p.accumulate = true;
-        p.scale = opts_.scale;
-        p.mask = opts_.mask;
-        p.q_pos = plan.block_map(me);
         p.k_pos = plan.map(kc);
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);

@@ -22,11 +22,17 @@ RowStatRef offset_rows(const RowStatRef& t, int64_t row0) {
 }
 
 RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
-                         int32_t chunks)
-    : transport_(std::move(transport)), backend_(backend), chunks_(chunks) {
+                         int32_t chunks, bool capturable)
+    : transport_(std::move(transport)),
+      backend_(backend),
+      chunks_(chunks),
+      capturable_(capturable) {
   chunk_ex_.resize(static_cast<size_t>(chunks_));
   chunk_init_.resize(static_cast<size_t>(chunks_));
+  if (!capturable_) timer_ = backend_->make_timer();
 }
+
+double RingContext::device_compute_seconds() { return timer_ ? timer_->seconds() : 0.0; }
 
 RingContext::~RingContext() {
   // A broken transport may still write into the workspace (a receive that could not be
@@ -36,6 +42,13 @@ RingContext::~RingContext() {
 
 Status RingContext::ensure_workspace(size_t bytes, void* stream) {
   if (bytes <= ws_bytes_) return RINGATTN_SUCCESS;
+  // Memory allocated during a capture belongs to the graph: the workspace must outlive it.
+  if (backend_->stream_capturing(stream)) {
+    return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
+                      "rank %d: the ring workspace must grow to %zu bytes while the stream is "
+                      "being captured: run one call of this problem before capturing it",
+                      transport_->rank(), bytes);
+  }
   if (ws_ != nullptr) backend_->free(ws_, stream);
   ws_ = nullptr;
   ws_bytes_ = 0;
@@ -86,10 +99,11 @@ Status RingContext::abandon(Status st, comm::Exchange* ex) {
 Status RingContext::transport_error(Status st) { return set_error(st, transport_->error()); }
 
 Status RingContext::start(const void* send, size_t send_bytes, int dst, void* recv,
-                          size_t recv_bytes, int src, int tag, comm::Exchange* ex) {
+                          size_t recv_bytes, int src, int tag, comm::Exchange* ex, bool relay) {
   const double t0 = ring_now();
   const Status st =
-      transport_->start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
+      relay ? transport_->start_relay(send, send_bytes, dst, recv, recv_bytes, src, tag, ex)
+            : transport_->start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
   stats_.comm_wait_seconds += ring_now() - t0;
   stats_.bytes_sent += static_cast<int64_t>(send_bytes);
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
@@ -193,12 +207,18 @@ Status RingContext::prepare(RingOp op, Status local_status, const std::string& l
   return RINGATTN_SUCCESS;
 }
 
+void RingContext::begin_call(void* stream) {
+  call_stream_ = stream;
+  if (timer_) timer_->reset();
+  transport_->set_stream(stream);  // device transports order their copies on it
+}
+
 Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                             const ringattn_tensor_t* v, ringattn_tensor_t* o,
                             ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
                             void* stream) {
   const double t0 = ring_now();
-  transport_->set_stream(stream);  // device transports order their copies on it
+  begin_call(stream);
   AttnShape shape;
   AttnOptions opts;
   Status st = validate_forward_tensors(q, k, v, o, lse, &shape);
@@ -220,7 +240,7 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
                              ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
                              const ringattn_attn_params_t* params, void* stream) {
   const double t0 = ring_now();
-  transport_->set_stream(stream);  // device transports order their copies on it
+  begin_call(stream);
   AttnShape shape;
   AttnOptions opts;
   Status st = validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape);

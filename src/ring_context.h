@@ -12,6 +12,7 @@
 
 #include "agree.h"
 #include "backend.h"
+#include "compute_timer.h"
 #include "ring_plan.h"
 #include "ringattn/ringattn.h"
 #include "transport.h"
@@ -36,7 +37,10 @@ struct RingStats {
 
 class RingContext {
  public:
-  RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend, int32_t chunks);
+  // `capturable`: no host waits on device work inside a call (options.capturable); turns the
+  // device timer off, since reading it waits.
+  RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend, int32_t chunks,
+              bool capturable = false);
   ~RingContext();
   RingContext(const RingContext&) = delete;
   RingContext& operator=(const RingContext&) = delete;
@@ -53,12 +57,16 @@ class RingContext {
   comm::Transport* transport() { return transport_.get(); }
   size_t workspace_bytes() const { return ws_bytes_; }
   const RingStats& stats() const { return stats_; }
+  // Device time of the last call's compute (waits for it); 0 without a device timer.
+  double device_compute_seconds();
 
  private:
   // Validate locally, agree with every rank, and (re)build the plan when the problem changed.
   Status prepare(RingOp op, Status local_status, const std::string& local_message,
                  const AttnShape& shape, const AttnOptions& opts,
                  const ringattn_attn_params_t* params, bool has_lse);
+  // Start of a forward or backward call on `stream`.
+  void begin_call(void* stream);
   Status ensure_workspace(size_t bytes, void* stream);
   // The first call of an operation on a new plan allocates and then agrees that every rank
   // succeeded, so that one rank out of memory fails every rank instead of stalling the ring.
@@ -68,8 +76,10 @@ class RingContext {
   Status timed_compute(F&& f);
   Status wait(comm::Exchange* ex);
   void progress(comm::Exchange* exs, int n);
+  // `relay`: `send` is the buffer the previous exchange of `tag` received, unchanged
+  // (Transport::start_relay).
   Status start(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes, int src,
-               int tag, comm::Exchange* ex);
+               int tag, comm::Exchange* ex, bool relay = false);
   Status transport_error(Status st);
   // After a failure in the middle of a ring, finish (bounded by the timeout) what is in flight
   // so that no transfer outlives the call; returns `st`.
@@ -91,6 +101,9 @@ class RingContext {
   std::unique_ptr<comm::Transport> transport_;
   Backend* backend_;
   int32_t chunks_;
+  bool capturable_;
+  std::unique_ptr<ComputeTimer> timer_;  // CUDA events around backend calls (not when capturable)
+  void* call_stream_ = nullptr;          // the stream of the call in progress
   RingPlan plan_;
   bool plan_valid_ = false;
   bool ws_agreed_[3] = {false, false, false};  // per RingOp, since the last plan change
@@ -107,9 +120,11 @@ class RingContext {
 
 template <typename F>
 Status RingContext::timed_compute(F&& f) {
+  if (timer_) timer_->begin(call_stream_);
   const double t0 = ring_now();
   const Status st = f();
   stats_.compute_seconds += ring_now() - t0;
+  if (timer_) timer_->end(call_stream_);
   return st;
 }
 

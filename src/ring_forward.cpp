@@ -42,7 +42,9 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     if (i + 1 < P) {
       const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
       const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
-      const Status st = start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex);
+      // From step 1 on, the block sent is the one received at the previous step, unchanged.
+      const Status st =
+          start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex, /*relay=*/i > 0);
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
     }
     if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;

@@ -45,10 +45,20 @@ typedef struct ringattn_context_options {
   int64_t timeout_ms;
   /* Compute chunks per ring step (transfers progress between chunks). <= 0: 4. */
   int32_t chunks;
+  /* Nonzero: a call never blocks the host on device work, so that it can be captured in a CUDA
+   * graph (cudaStreamBeginCapture on the caller's stream) and replayed. NCCL transport with
+   * backend CUDA only: the MPI transports must wait on the host for device data and refuse it
+   * at creation with RINGATTN_ERROR_UNSUPPORTED. The price: no watchdog inside a call (a dead
+   * peer stalls the stream instead of returning RINGATTN_ERROR_TIMEOUT; the host-side agreement
+   * of each call is still bounded by the timeout), and no device timing in the statistics.
+   * Run one call of a problem before capturing it: the workspace is allocated on the first
+   * call, and a call that would allocate while the stream is capturing fails with
+   * RINGATTN_ERROR_UNSUPPORTED. */
+  int32_t capturable;
 } ringattn_context_options_t;
 
 #define RINGATTN_CONTEXT_OPTIONS_INIT \
-  { sizeof(ringattn_context_options_t), 0, 0 }
+  { sizeof(ringattn_context_options_t), 0, 0, 0 }
 
 /* Timing of the last forward or backward call of a context on this rank. */
 typedef struct ringattn_ring_stats {
@@ -58,9 +68,18 @@ typedef struct ringattn_ring_stats {
   int64_t bytes_sent;       /* payload this rank sent */
   int32_t steps;            /* ring steps (= world size) */
   int32_t steps_skipped;    /* steps whose every block the mask hides */
+  /* Device time of the call's compute (kernels, merges, casts; CUDA events around each backend
+   * call, summed), read when the statistics are asked for: ringattn_context_last_stats then
+   * waits for that work to finish. Backend CUDA without `capturable` only; 0 otherwise, where
+   * compute_seconds (host time inside backend calls) is the compute time. On the CUDA backend
+   * compute_seconds is the time spent enqueueing. With several processes on one GPU the
+   * intervals include time slices of the other processes' kernels. */
+  double device_compute_seconds;
 } ringattn_ring_stats_t;
 
-/* Collective over `comm`. backend: RINGATTN_BACKEND_CPU (host buffers). options may be NULL. */
+/* Collective over `comm`. backend: RINGATTN_BACKEND_CPU (host buffers) or RINGATTN_BACKEND_CUDA
+ * (device buffers on the current device, moved by MPI through pinned host staging buffers; the
+ * ranks may share a GPU; for NCCL see ringattn_nccl.h). options may be NULL. */
 RINGATTN_API ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
                                                        const ringattn_context_options_t* options,
                                                        ringattn_context_t* ctx);

@@ -57,6 +57,9 @@ struct BwdParams {
   float scale;
   MaskSpec mask;
   PosMap q_pos, k_pos;
+  // Optional: the query side (q, dout, lse, delta) already prepared by the backend for several
+  // calls over the same query rows (Backend::pack_backward_queries); nullptr: the call prepares it.
+  const void* query_pack = nullptr;
 };
 
 }  // namespace ringattn

@@ -6,7 +6,10 @@
 // rows (summed over the query heads of the GQA group), so dK/dV need no synchronization. dQ rows
 // receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
 // the buffers are summed in thread order afterwards. Key tiles are dealt to threads statically,
-// so the result is bitwise reproducible for a fixed thread count.
+// so the result is bitwise reproducible for a fixed thread count. Calls that share their query
+// rows (the ring's key chunks and steps) can take the query side packed once for all groups
+// (pack_backward_queries), by the same routine, so their results are bitwise those of unpacked
+// calls.
 //
 // Tiles are computed transposed (key rows x query columns): S^T = K Q^T puts the query index on
 // the vector lanes, where LSE and Delta are per-lane loads, and makes dV += P^T dO and
@@ -37,35 +40,36 @@ namespace {
 constexpr int64_t kBlockQ = 64;
 constexpr int64_t kBlockK = 128;
 
-// The per-group packed operands, carved from one caller-thread scratch buffer.
-struct GroupPack {
-  float* q;      // [G, Sq, D]
-  float* dout;   // [G, Sq, D]
-  float* qt;     // [G, nqt, D, kBlockQ]
-  float* dot;    // [G, nqt, D, kBlockQ]
-  float* lse;    // [G, nqt * kBlockQ]: LSE, +inf where the row sees no key (P = 0)
-  float* delta;  // [G, nqt * kBlockQ]
-  float* k;      // [Sk, D]
-  float* v;      // [Sk, D]
+// floats, so that every part of a pack starts on a 64-byte boundary.
+inline int64_t up16(int64_t n) { return (n + 15) / 16 * 16; }
+
+inline int64_t num_q_tiles(int64_t sq) { return (sq + kBlockQ - 1) / kBlockQ; }
+
+// The query-side operands of one (batch, kv head) group. F is float while packing and const
+// float while computing.
+template <typename F>
+struct QueryPack {
+  F* q;      // [G, Sq, D]
+  F* dout;   // [G, Sq, D]
+  F* qt;     // [G, nqt, D, kBlockQ]
+  F* dot;    // [G, nqt, D, kBlockQ]
+  F* lse;    // [G, nqt * kBlockQ]: LSE, +inf where the row sees no key (P = 0)
+  F* delta;  // [G, nqt * kBlockQ]
 };
 
-GroupPack alloc_pack(int64_t g, int64_t sq, int64_t sk, int64_t nqt, int64_t d) {
-  const int64_t rows = g * sq * d, tiles = g * nqt * d * kBlockQ, stats = g * nqt * kBlockQ;
-  const int64_t kv = sk * d;
-  // Every part starts on a 64-byte boundary.
-  auto up = [](int64_t n) { return (n + 15) / 16 * 16; };
-  const int64_t total = 2 * up(rows) + 2 * up(tiles) + 2 * up(stats) + 2 * up(kv);
-  float* base = thread_scratch(kSlotPackA).get<float>(static_cast<size_t>(total));
-  GroupPack p;
-  float* at = base;
-  p.q = at, at += up(rows);
-  p.dout = at, at += up(rows);
-  p.qt = at, at += up(tiles);
-  p.dot = at, at += up(tiles);
-  p.lse = at, at += up(stats);
-  p.delta = at, at += up(stats);
-  p.k = at, at += up(kv);
-  p.v = at;
+inline int64_t query_pack_floats(int64_t g, int64_t sq, int64_t nqt, int64_t d) {
+  return 2 * up16(g * sq * d) + 2 * up16(g * nqt * d * kBlockQ) + 2 * up16(g * nqt * kBlockQ);
+}
+
+template <typename F>
+QueryPack<F> carve_query_pack(F* at, int64_t g, int64_t sq, int64_t nqt, int64_t d) {
+  QueryPack<F> p;
+  p.q = at, at += up16(g * sq * d);
+  p.dout = at, at += up16(g * sq * d);
+  p.qt = at, at += up16(g * nqt * d * kBlockQ);
+  p.dot = at, at += up16(g * nqt * d * kBlockQ);
+  p.lse = at, at += up16(g * nqt * kBlockQ);
+  p.delta = at;
   return p;
 }
 
@@ -73,6 +77,33 @@ void transpose_tile(const float* src, int64_t rows, int64_t cols, int64_t lds, f
                     int64_t ldd) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+// Query tile qt of head g of group (b, hk): Q, dO rows and their transposed tiles; LSE, Delta.
+// The one packing routine of both paths, so that a prepared pack holds exactly what a call would
+// have packed itself.
+void pack_query_tile(const BwdParams& p, const QueryPack<float>& pk, int64_t b, int64_t hk,
+                     int64_t g, int64_t qt, int64_t nqt) {
+  const int64_t d = p.d, sq = p.sq, h = hk * (p.hq / p.hkv) + g;
+  const int64_t q0 = qt * kBlockQ, rows = sq - q0 < kBlockQ ? sq - q0 : kBlockQ;
+  float* qrows = pk.q + (g * sq + q0) * d;
+  float* drows = pk.dout + (g * sq + q0) * d;
+  float* lse = pk.lse + g * nqt * kBlockQ + q0;
+  float* delta = pk.delta + g * nqt * kBlockQ + q0;
+  for (int64_t i = 0; i < rows; ++i) {
+    load_row(p.q.dtype, tensor_row(p.q, b, q0 + i, h), d, 1.0f, qrows + i * d);
+    load_row(p.dout.dtype, tensor_row(p.dout, b, q0 + i, h), d, 1.0f, drows + i * d);
+    const float l = *rowstat_ptr(p.lse, b, h, q0 + i);
+    lse[i] = l == -INFINITY ? INFINITY : l;
+    delta[i] = *rowstat_ptr(p.delta, b, h, q0 + i);
+  }
+  for (int64_t i = rows; i < kBlockQ; ++i) {  // lanes past the tile: P = 0
+    lse[i] = INFINITY;
+    delta[i] = 0.0f;
+  }
+  const int64_t tile = g * nqt + qt;
+  transpose_tile(qrows, rows, d, d, pk.qt + tile * d * kBlockQ, kBlockQ);
+  transpose_tile(drows, rows, d, d, pk.dot + tile * d * kBlockQ, kBlockQ);
 }
 
 }  // namespace
@@ -84,7 +115,14 @@ void attention_backward(const BwdParams& p) {
   const TileIndex qix = make_tile_index(p.q_pos, sq, kBlockQ, kSlotQPos);
   const TileIndex kix = make_tile_index(p.k_pos, sk, kBlockK, kSlotKPos);
   const int64_t nqt = qix.ntiles, nkt = kix.ntiles;
-  const GroupPack pk = alloc_pack(group, sq, sk, nqt, d);
+  const int64_t qfloats = query_pack_floats(group, sq, nqt, d);
+  const float* const prepared = static_cast<const float*>(p.query_pack);
+  // Caller-thread scratch: one group's query side unless it comes prepared, then K, V rows.
+  float* const scratch =
+      thread_scratch(kSlotPackA)
+          .get<float>(static_cast<size_t>((prepared ? 0 : qfloats) + 2 * up16(sk * d)));
+  float* const kpack = scratch + (prepared ? 0 : qfloats);
+  float* const vpack = kpack + up16(sk * d);
   const int64_t lanes = simd_lanes();
   const float scale = p.scale;
   const int nthreads = omp_get_max_threads();
@@ -98,6 +136,8 @@ void attention_backward(const BwdParams& p) {
 
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t hk = 0; hk < p.hkv; ++hk) {
+      const QueryPack<const float> pk = carve_query_pack(
+          prepared ? prepared + (b * p.hkv + hk) * qfloats : scratch, group, sq, nqt, d);
 #pragma omp parallel num_threads(nthreads)
       {
         const int tid = omp_get_thread_num();
@@ -106,33 +146,18 @@ void attention_backward(const BwdParams& p) {
         dq_bufs[static_cast<size_t>(tid)] = dq_mine;
         for (int64_t i = 0; i < group * sq * d; ++i) dq_mine[i] = 0.0f;
 
-          // ---- pack: Q, dO rows and their transposed tiles; LSE, Delta; K, V rows ----
+        // ---- pack: Q, dO rows and their transposed tiles; LSE, Delta (unless prepared) ----
+        if (prepared == nullptr) {
+          const QueryPack<float> own = carve_query_pack(scratch, group, sq, nqt, d);
 #pragma omp for schedule(static) nowait
-        for (int64_t it = 0; it < group * nqt; ++it) {
-          const int64_t g = it / nqt, qt = it % nqt, h = hk * group + g;
-          const int64_t q0 = qt * kBlockQ, rows = qix.tile_rows(qt);
-          float* qrows = pk.q + (g * sq + q0) * d;
-          float* drows = pk.dout + (g * sq + q0) * d;
-          float* lse = pk.lse + g * nqt * kBlockQ + q0;
-          float* delta = pk.delta + g * nqt * kBlockQ + q0;
-          for (int64_t i = 0; i < rows; ++i) {
-            load_row(p.q.dtype, tensor_row(p.q, b, q0 + i, h), d, 1.0f, qrows + i * d);
-            load_row(p.dout.dtype, tensor_row(p.dout, b, q0 + i, h), d, 1.0f, drows + i * d);
-            const float l = *rowstat_ptr(p.lse, b, h, q0 + i);
-            lse[i] = l == -INFINITY ? INFINITY : l;
-            delta[i] = *rowstat_ptr(p.delta, b, h, q0 + i);
-          }
-          for (int64_t i = rows; i < kBlockQ; ++i) {  // lanes past the tile: P = 0
-            lse[i] = INFINITY;
-            delta[i] = 0.0f;
-          }
-          transpose_tile(qrows, rows, d, d, pk.qt + it * d * kBlockQ, kBlockQ);
-          transpose_tile(drows, rows, d, d, pk.dot + it * d * kBlockQ, kBlockQ);
+          for (int64_t it = 0; it < group * nqt; ++it)
+            pack_query_tile(p, own, b, hk, it / nqt, it % nqt, nqt);
         }
+        // ---- pack: K, V rows ----
 #pragma omp for schedule(static)
         for (int64_t j = 0; j < sk; ++j) {
-          load_row(p.k.dtype, tensor_row(p.k, b, j, hk), d, 1.0f, pk.k + j * d);
-          load_row(p.v.dtype, tensor_row(p.v, b, j, hk), d, 1.0f, pk.v + j * d);
+          load_row(p.k.dtype, tensor_row(p.k, b, j, hk), d, 1.0f, kpack + j * d);
+          load_row(p.v.dtype, tensor_row(p.v, b, j, hk), d, 1.0f, vpack + j * d);
         }
 
         // ---- compute: one key tile per work item, dealt statically (deterministic) ----
@@ -147,8 +172,8 @@ void attention_backward(const BwdParams& p) {
         for (int64_t kt = 0; kt < nkt; ++kt) {
           const int64_t k0 = kt * kBlockK, cols = kix.tile_rows(kt);
           for (int64_t i = 0; i < 2 * kBlockK * d; ++i) dkv[i] = 0.0f;
-          const float* krows = pk.k + k0 * d;
-          const float* vrows = pk.v + k0 * d;
+          const float* krows = kpack + k0 * d;
+          const float* vrows = vpack + k0 * d;
           for (int64_t g = 0; g < group; ++g) {
             for (int64_t qt = 0; qt < nqt; ++qt) {
               const TileClass cls = classify_tile(p.mask, qix.ranges[qt], kix.ranges[kt]);
@@ -216,6 +241,26 @@ void attention_backward(const BwdParams& p) {
         }
       }
     }
+  }
+}
+
+size_t backward_query_pack_bytes(const BwdParams& p) {
+  if (p.batch <= 0 || p.hq <= 0) return 0;
+  const int64_t qfloats = query_pack_floats(p.hq / p.hkv, p.sq, num_q_tiles(p.sq), p.d);
+  return sizeof(float) * static_cast<size_t>(p.batch * p.hkv * qfloats);
+}
+
+void pack_backward_queries(const BwdParams& p, void* pack) {
+  if (p.batch <= 0 || p.hq <= 0) return;
+  const int64_t group = p.hq / p.hkv, nqt = num_q_tiles(p.sq);
+  const int64_t qfloats = query_pack_floats(group, p.sq, nqt, p.d);
+  const int64_t per_group = group * nqt, items = p.batch * p.hkv * per_group;
+  float* const base = static_cast<float*>(pack);
+#pragma omp parallel for schedule(static)
+  for (int64_t it = 0; it < items; ++it) {
+    const int64_t bh = it / per_group, r = it % per_group;
+    const QueryPack<float> pk = carve_query_pack(base + bh * qfloats, group, p.sq, nqt, p.d);
+    pack_query_tile(p, pk, bh / p.hkv, bh % p.hkv, r / nqt, r % nqt, nqt);
   }
 }
 

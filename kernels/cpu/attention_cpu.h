@@ -4,6 +4,7 @@
 // reused across calls; a failed allocation throws std::bad_alloc on the caller's thread.
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "local_params.h"
@@ -16,6 +17,14 @@ void attention_forward(const FwdParams& p);
 
 // Backward for one (Q, K/V) pair given the full-attention LSE and Delta.
 void attention_backward(const BwdParams& p);
+
+// Backward calls over the same query rows (the ring's key chunks and steps) would each repack
+// Q, dO, LSE and Delta to float32 tiles; instead they can share one pack of
+// backward_query_pack_bytes(p) bytes (64-byte aligned caller memory) passed as
+// BwdParams::query_pack, with bitwise the same results. Only the shape and the query side (q,
+// dout, lse, delta) of `p` are read; they must not change while the pack is in use.
+size_t backward_query_pack_bytes(const BwdParams& p);
+void pack_backward_queries(const BwdParams& p, void* pack);
 
 // Delta[b, h, s] = sum_d dO[b, s, h, d] * O[b, s, h, d], float32.
 void compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,

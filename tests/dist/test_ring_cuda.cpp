@@ -342,6 +342,162 @@ TEST(RingCudaErrors, RankThatNeverCallsMakesTheOthersTimeOut) {
   cudaFree(lse);
 }
 
+#if defined(RINGATTN_HAVE_NCCL)
+// Device copies of one rank's tensors of a small bf16 causal zigzag problem (GQA), with the
+// forward's and backward's outputs read back as bytes.
+struct GraphProblem {
+  static constexpr int64_t kRows = 64, kHq = 4, kHkv = 2, kD = 64;
+  int64_t rows;  // local rows of every rank
+  RingCase c;
+  std::vector<void*> bufs;  // q k v o lse do dq dk dv
+  ringattn_tensor_t t[9];
+  ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
+  bool ok = true;
+
+  explicit GraphProblem(int64_t local_rows = kRows) : rows(local_rows) {
+    c.d = kD;
+    c.dtype = kBF16;
+    c.layout.packed = false;
+    c.layout.batch = 1;
+    const int64_t heads[9] = {kHq, kHkv, kHkv, kHq, kHq, kHq, kHq, kHkv, kHkv};
+    for (int i = 0; i < 9; ++i) {
+      const size_t bytes = i == 4 ? sizeof(float) * kHq * rows : tensor_bytes(c, 1, rows, heads[i]);
+      void* p = nullptr;
+      ok = ok && cudaMalloc(&p, bytes) == cudaSuccess;
+      bufs.push_back(p);
+      t[i] = i == 4 ? desc_lse(p, false, 1, kHq, rows) : desc(p, c, 1, rows, heads[i]);
+    }
+    params.causal = 1;
+    params.scheme = RINGATTN_SCHEME_ZIGZAG;
+  }
+  ~GraphProblem() {
+    for (void* p : bufs) cudaFree(p);
+  }
+  size_t bytes(int i) const {
+    const int64_t heads[9] = {kHq, kHkv, kHkv, kHq, kHq, kHq, kHq, kHkv, kHkv};
+    return i == 4 ? sizeof(float) * kHq * rows : tensor_bytes(c, 1, rows, heads[i]);
+  }
+  // Fresh inputs (q, k, v, dO) from `seed`; outputs poisoned (all bits set: NaN).
+  bool fill(uint64_t seed) {
+    const int inputs[4] = {0, 1, 2, 5};
+    for (int i : inputs) {
+      std::vector<unsigned char> host(bytes(i));
+      uint64_t x = seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(i) + world_rank();
+      for (size_t j = 0; j + 1 < host.size(); j += 2) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        // bf16 in [-1, 1): sign, exponent 120..126, random mantissa
+        const uint16_t v = static_cast<uint16_t>(((x >> 8) & 0x8000) | ((120 + (x % 7)) << 7) |
+                                                 ((x >> 20) & 0x7f));
+        std::memcpy(&host[j], &v, 2);
+      }
+      if (cudaMemcpy(bufs[i], host.data(), host.size(), cudaMemcpyHostToDevice) != cudaSuccess) {
+        return false;
+      }
+    }
+    return poison();
+  }
+  bool poison() {
+    const int outputs[5] = {3, 4, 6, 7, 8};
+    for (int i : outputs) {
+      if (cudaMemset(bufs[i], 0xff, bytes(i)) != cudaSuccess) return false;
+    }
+    return true;
+  }
+  ringattn_status_t enqueue(ringattn_context_t ctx, cudaStream_t s) {
+    ringattn_status_t st =
+        ringattn_ring_forward(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &params, s);
+    if (st != RINGATTN_SUCCESS) return st;
+    return ringattn_ring_backward(ctx, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], &t[7],
+                                  &t[8], &params, s);
+  }
+  std::vector<std::vector<unsigned char>> outputs() const {
+    std::vector<std::vector<unsigned char>> out;
+    const int outputs[5] = {3, 4, 6, 7, 8};
+    for (int i : outputs) {
+      out.emplace_back(bytes(i));
+      if (cudaMemcpy(out.back().data(), bufs[i], bytes(i), cudaMemcpyDeviceToHost) != cudaSuccess) {
+        out.back().clear();
+      }
+    }
+    return out;
+  }
+};
+
+// options.capturable: after one eager call of a problem, a forward and backward captured on the
+// caller's stream replay to the eager results bitwise, also on new inputs written into the same
+// buffers; a call that would grow the workspace during a capture is refused on every rank.
+TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  int count = 0;
+  cudaGetDeviceCount(&count);
+  if (count < world_size()) GTEST_SKIP() << "NCCL needs one GPU per rank";
+  cudaSetDevice(world_rank());
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  opts.capturable = 1;
+  ringattn_context_t ctx = nullptr;
+  ASSERT_TRUE(all_ranks(ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA,
+                                                         &opts, &ctx) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  GraphProblem prob;
+  ASSERT_TRUE(all_ranks(prob.ok && prob.fill(shared_seed())));
+  ASSERT_TRUE(all_ranks(prob.enqueue(ctx, stream) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const auto eager = prob.outputs();
+  ringattn_ring_stats_t stats{};
+  ASSERT_EQ(ringattn_context_last_stats(ctx, &stats), RINGATTN_SUCCESS);
+  EXPECT_EQ(stats.device_compute_seconds, 0.0);  // no device timer when capturable
+
+  ASSERT_TRUE(prob.poison());
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  const ringattn_status_t captured = prob.enqueue(ctx, stream);
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  ASSERT_TRUE(all_ranks(captured == RINGATTN_SUCCESS && end == cudaSuccess))
+      << ringattn_get_last_error() << " / " << cudaGetErrorString(end);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(all_ranks(prob.outputs() == eager)) << "replay differs from the eager call";
+
+  // New inputs in the same buffers: the replay and an eager call agree again.
+  ASSERT_TRUE(prob.fill(shared_seed()));
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const auto replayed = prob.outputs();
+  ASSERT_TRUE(prob.poison());
+  ASSERT_TRUE(all_ranks(prob.enqueue(ctx, stream) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(all_ranks(prob.outputs() == replayed)) << "replay on new inputs differs";
+  EXPECT_NE(replayed, eager);
+
+  // A longer problem than any before would grow the workspace inside the capture: refused on
+  // every rank, nothing captured, and the context stays usable.
+  GraphProblem longer(2 * GraphProblem::kRows);
+  ASSERT_TRUE(all_ranks(longer.ok && longer.fill(shared_seed())));
+  cudaGraph_t refused = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  const ringattn_status_t st = longer.enqueue(ctx, stream);
+  const std::string msg = ringattn_get_last_error();
+  EXPECT_EQ(cudaStreamEndCapture(stream, &refused), cudaSuccess);
+  if (refused != nullptr) cudaGraphDestroy(refused);
+  EXPECT_TRUE(all_ranks(st == RINGATTN_ERROR_UNSUPPORTED)) << ringattn_status_string(st) << msg;
+  EXPECT_NE(msg.find("before capturing"), std::string::npos) << msg;
+  EXPECT_TRUE(all_ranks(longer.enqueue(ctx, stream) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  ringattn_context_destroy(ctx);
+  cudaStreamDestroy(stream);
+}
+#endif  // RINGATTN_HAVE_NCCL
+
 std::vector<RingCase> cuda_cases() {
   std::vector<RingCase> all = ring_cases(false), bwd = ring_cases(true);
   all.insert(all.end(), bwd.begin(), bwd.end());

@@ -2,6 +2,7 @@
 // arguments, a rank that never calls, bad context arguments. Every rank must return an error
 // that names the difference, within seconds, never hang.
 #include <gtest/gtest.h>
+#include <stddef.h>
 
 #include <chrono>
 #include <functional>
@@ -320,6 +321,44 @@ TEST(RingErrors, ContextArguments) {
   EXPECT_EQ(ringattn_context_rank(ctx, &r, &w), RINGATTN_SUCCESS);
   EXPECT_EQ(r, world_rank());
   EXPECT_EQ(w, world_size());
+  ringattn_context_destroy(ctx);
+}
+
+// options.capturable needs the NCCL transport: the MPI transports wait on the host. An options
+// struct of the first version (without `capturable`) is still accepted, its later fields
+// defaulted; the CPU backend has no device timer.
+TEST(RingErrors, ContextOptionsVersionsAndCapturable) {
+  ringattn_context_t ctx = nullptr;
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  opts.capturable = 1;
+  EXPECT_EQ(ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CPU, &opts, &ctx),
+            RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(std::string(ringattn_get_last_error()).find("'options'.capturable"), std::string::npos)
+      << ringattn_get_last_error();
+  EXPECT_EQ(ctx, nullptr);
+  EXPECT_EQ(ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA, &opts, &ctx),
+            RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_EQ(ctx, nullptr);
+
+  // Version 1: struct_size up to `chunks`; `capturable` beyond it is not read.
+  opts.struct_size = offsetof(ringattn_context_options_t, capturable);
+  opts.chunks = 3;
+  ASSERT_EQ(ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CPU, &opts, &ctx),
+            RINGATTN_SUCCESS)
+      << ringattn_get_last_error();
+  Local l;
+  ringattn_attn_params_t p = RINGATTN_ATTN_PARAMS_INIT;
+  l.s = share(p.scheme, 64);
+  l.build();
+  ASSERT_EQ(ringattn_ring_forward(ctx, &l.tq, &l.tk, &l.tv, &l.to, &l.tlse, &p, nullptr),
+            RINGATTN_SUCCESS)
+      << ringattn_get_last_error();
+  ringattn_ring_stats_t stats{};
+  stats.device_compute_seconds = -1;
+  ASSERT_EQ(ringattn_context_last_stats(ctx, &stats), RINGATTN_SUCCESS);
+  EXPECT_EQ(stats.device_compute_seconds, 0.0);
+  EXPECT_GT(stats.compute_seconds, 0.0);
+  EXPECT_EQ(stats.steps, world_size());
   ringattn_context_destroy(ctx);
 }
 

@@ -1,0 +1,259 @@
+// The backward's prepared query side (BwdParams::query_pack, cpu::pack_backward_queries): the ring
+// runs one backward call per key chunk over the same query rows, packing Q, dO, LSE and Delta
+// once. Those calls must give bitwise the gradients of the same calls packing per call, for every
+// dtype, GQA ratio, stride, mask, sharding and thread count, and they must really read the pack.
+#include <gtest/gtest.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attention_cpu.h"
+#include "kernel_runs.h"
+#include "pos_blocks.h"
+#include "reference.h"
+
+namespace ringattn {
+namespace test {
+namespace {
+
+const MaskSpec kFull = make_mask_spec(false, -1, -1);
+const MaskSpec kCausal = make_mask_spec(true, -1, -1);
+
+// A query block against key rows split into chunks (one backward call each).
+struct Problem {
+  KernelSpec s;  // s.kb: the chunks one after the other
+  std::vector<PosBlock> chunks;
+};
+
+Problem make_problem(KernelSpec s, const std::vector<PosBlock>& chunks) {
+  PosBlock all = chunks[0];
+  for (size_t i = 1; i < chunks.size(); ++i) all = join(all, chunks[i]);
+  s.kb = all;
+  return Problem{s, chunks};
+}
+
+// How the calls get their query side.
+enum class Pack {
+  kPerCall,        // query_pack = nullptr: every call packs for itself
+  kOnce,           // packed once before the calls, with the calls' thread count
+  kOnceOneThread,  // packed once by one thread, used by the calls' thread count
+  kOnceThenNaN     // packed once, then overwritten with NaN: the calls must show it
+};
+
+struct Grads {
+  std::vector<double> dq, dk, dv;
+};
+
+TensorRef rows_from(TensorRef t, int64_t row0) {
+  t.data = static_cast<char*>(t.data) + row0 * t.stride_s * (t.dtype == kF32 ? 4 : 2);
+  return t;
+}
+
+// Forward over all key rows (the full-attention LSE) and Delta, then the backward calls. In
+// accumulate mode (the ring's), dQ/dK/dV are float32 accumulators starting from nonzero values;
+// otherwise there is a single chunk and they are written in the input dtype over a poison.
+Grads run(const Problem& pr, const KernelInputs& in, bool accumulate, Pack pack, int threads) {
+  const KernelSpec& s = pr.s;
+  const int64_t sq = s.qb.rows(), sk = s.kb.rows();
+  HostTensor q(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
+  HostTensor k(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
+  HostTensor v(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
+  HostTensor o(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
+  HostTensor dout(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
+  HostRowStat lse(s.batch, s.hq, sq), delta(s.batch, s.hq, sq);
+  q.fill(in.q);
+  k.fill(in.k);
+  v.fill(in.v);
+  dout.fill(in.dout);
+  o.poison();
+  lse.poison();
+  delta.poison();
+  const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(s.d)));
+  FwdParams f{s.batch, sq,      sk,        s.hq,  s.hkv,  s.d,        q.ref(),    k.ref(),
+              v.ref(), o.ref(), lse.ref(), scale, s.mask, s.qb.map(), s.kb.map(), kOutFinal};
+  cpu::attention_forward(f);
+  cpu::compute_delta(s.batch, sq, s.hq, s.d, dout.ref(), o.ref(), delta.ref());
+
+  const DType gt = accumulate ? kF32 : s.dtype;
+  HostTensor dq(gt, s.batch, sq, s.hq, s.d, s.head_pad);
+  HostTensor dk(gt, s.batch, sk, s.hkv, s.d, s.head_pad);
+  HostTensor dv(gt, s.batch, sk, s.hkv, s.d, s.head_pad);
+  if (accumulate) {
+    auto ramp = [](int64_t n) {
+      std::vector<double> x(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = 0.25 * (i % 7) - 0.5;
+      return x;
+    };
+    dq.fill(ramp(s.batch * sq * s.hq * s.d));
+    dk.fill(ramp(s.batch * sk * s.hkv * s.d));
+    dv.fill(ramp(s.batch * sk * s.hkv * s.d));
+  } else {
+    dq.poison();
+    dk.poison();
+    dv.poison();
+  }
+
+  BwdParams p{};
+  p.batch = s.batch;
+  p.sq = sq;
+  p.hq = s.hq;
+  p.hkv = s.hkv;
+  p.d = s.d;
+  p.q = q.ref();
+  p.dout = dout.ref();
+  p.lse = lse.ref();
+  p.delta = delta.ref();
+  p.dq = dq.ref();
+  p.accumulate = accumulate;
+  p.scale = scale;
+  p.mask = s.mask;
+  p.q_pos = s.qb.map();
+
+  std::unique_ptr<void, decltype(&free)> mem(nullptr, &free);
+  if (pack != Pack::kPerCall) {
+    const size_t bytes = cpu::backward_query_pack_bytes(p);
+    EXPECT_GT(bytes, 0u);
+    mem.reset(aligned_alloc(64, (bytes + 63) / 64 * 64));
+    float* f32 = static_cast<float*>(mem.get());
+    // Whatever the pack does not write must not be read: start from NaN.
+    for (size_t i = 0; i < bytes / sizeof(float); ++i) f32[i] = NAN;
+    omp_set_num_threads(pack == Pack::kOnceOneThread ? 1 : threads);
+    cpu::pack_backward_queries(p, mem.get());
+    if (pack == Pack::kOnceThenNaN) {
+      for (size_t i = 0; i < bytes / sizeof(float); ++i) f32[i] = NAN;
+    }
+    p.query_pack = mem.get();
+  }
+
+  omp_set_num_threads(threads);
+  int64_t row0 = 0;
+  for (const PosBlock& c : pr.chunks) {
+    BwdParams call = p;
+    call.sk = c.rows();
+    call.k = rows_from(k.ref(), row0);
+    call.v = rows_from(v.ref(), row0);
+    call.dk = rows_from(dk.ref(), row0);
+    call.dv = rows_from(dv.ref(), row0);
+    call.k_pos = c.map();
+    cpu::attention_backward(call);
+    row0 += c.rows();
+  }
+  return Grads{dq.values(), dk.values(), dv.values()};
+}
+
+bool bitwise_equal(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+bool any_nan(const std::vector<double>& a) {
+  for (double x : a) {
+    if (isnan(x)) return true;
+  }
+  return false;
+}
+
+void expect_pack_changes_nothing(const Problem& pr, bool accumulate = true) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + ": " + pr.s.describe() + ", " +
+               std::to_string(pr.chunks.size()) + " key chunks");
+  const KernelInputs in = make_inputs(pr.s, seed);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2, 3}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    const Grads base = run(pr, in, accumulate, Pack::kPerCall, threads);
+    ASSERT_FALSE(any_nan(base.dq) || any_nan(base.dk) || any_nan(base.dv));
+    for (Pack pack : {Pack::kOnce, Pack::kOnceOneThread}) {
+      const Grads got = run(pr, in, accumulate, pack, threads);
+      EXPECT_TRUE(bitwise_equal(got.dq, base.dq)) << "dQ, pack mode " << static_cast<int>(pack);
+      EXPECT_TRUE(bitwise_equal(got.dk, base.dk)) << "dK, pack mode " << static_cast<int>(pack);
+      EXPECT_TRUE(bitwise_equal(got.dv, base.dv)) << "dV, pack mode " << static_cast<int>(pack);
+    }
+  }
+  omp_set_num_threads(saved);
+}
+
+TEST(BackwardQueryPack, ChunkedAccumulateCallsAreBitwiseThoseWithoutPack) {
+  // Tile edges: 200 query rows (not a multiple of the 64-row query tile), uneven key chunks.
+  KernelSpec s = whole_sequence_spec(kBF16, 0, 64, kCausal, 4, 2);
+  s.qb = run_block(200);
+  expect_pack_changes_nothing(
+      make_problem(s, {run_block(70), run_block(0, 70), run_block(130, 70), run_block(1, 200)}));
+  KernelSpec f = whole_sequence_spec(kF32, 0, 128, kFull, 2, 2);
+  f.qb = run_block(65);
+  expect_pack_changes_nothing(make_problem(f, {run_block(64), run_block(129, 64)}));
+}
+
+TEST(BackwardQueryPack, HoldsForDtypesGqaStridesBatchesAndWindows) {
+  KernelSpec h = whole_sequence_spec(kF16, 0, 40, make_mask_spec(true, 50, -1), 8, 1);
+  h.qb = run_block(129);
+  h.batch = 2;
+  h.head_pad = 8;
+  expect_pack_changes_nothing(make_problem(h, {run_block(60), run_block(69, 60)}));
+  KernelSpec w = whole_sequence_spec(kBF16, 0, 256, make_mask_spec(false, 20, 10), 2, 1);
+  w.qb = run_block(100);
+  expect_pack_changes_nothing(make_problem(w, {run_block(50), run_block(50, 50)}));
+}
+
+TEST(BackwardQueryPack, HoldsForRingShardsAndPackedSequences) {
+  // A zigzag query shard against the chunks of another rank's shard, as in a ring step.
+  KernelSpec z = whole_sequence_spec(kBF16, 0, 64, kCausal, 2, 1);
+  z.qb = shard_block(kZigzag, 1000, 4, 1);
+  const PosBlock other = shard_block(kZigzag, 1000, 4, 3);
+  ASSERT_EQ(other.runs.size(), 2u);
+  const PosRun& r0 = other.runs[0];
+  const PosRun& r1 = other.runs[1];
+  expect_pack_changes_nothing(make_problem(z, {run_block(r0.count, r0.start, r0.stride, r0.seq),
+                                               run_block(r1.count, r1.start, r1.stride, r1.seq)}));
+  KernelSpec st = whole_sequence_spec(kF32, 0, 32, make_mask_spec(true, 60, -1), 2, 2);
+  st.qb = shard_block(kStriped, 1000, 3, 2);
+  expect_pack_changes_nothing(make_problem(st, {shard_block(kStriped, 1000, 3, 0)}));
+  KernelSpec pk = whole_sequence_spec(kF16, 0, 64, kCausal, 4, 2);
+  pk.qb = packed_block({7, 129, 60});
+  expect_pack_changes_nothing(
+      make_problem(pk, {packed_block({7, 100}), run_block(29, 100, 1, 1), run_block(60, 0, 1, 2)}));
+}
+
+TEST(BackwardQueryPack, SingleOverwritingCallIsBitwiseThatWithoutPack) {
+  KernelSpec s = whole_sequence_spec(kBF16, 0, 96, kCausal, 4, 4);
+  s.qb = run_block(150);
+  expect_pack_changes_nothing(make_problem(s, {run_block(150)}), /*accumulate=*/false);
+}
+
+// Guards the tests above against a kernel that ignores the pack: a pack turned to NaN after
+// packing must reach the gradients.
+TEST(BackwardQueryPack, CallsReadThePack) {
+  KernelSpec s = whole_sequence_spec(kF32, 0, 64, kFull, 2, 1);
+  s.qb = run_block(80);
+  const Problem pr = make_problem(s, {run_block(40), run_block(40, 40)});
+  const KernelInputs in = make_inputs(pr.s, fresh_seed());
+  const int saved = omp_get_max_threads();
+  const Grads g = run(pr, in, true, Pack::kOnceThenNaN, 2);
+  omp_set_num_threads(saved);
+  EXPECT_TRUE(any_nan(g.dq));
+  EXPECT_TRUE(any_nan(g.dk));
+  EXPECT_TRUE(any_nan(g.dv));
+}
+
+TEST(BackwardQueryPack, NothingToPackForAnEmptyBatchOrQueryBlock) {
+  BwdParams p{};
+  p.batch = 0;
+  p.sq = 100;
+  p.hq = 2;
+  p.hkv = 1;
+  p.d = 64;
+  EXPECT_EQ(cpu::backward_query_pack_bytes(p), 0u);
+  p.batch = 1;
+  p.sq = 0;
+  EXPECT_EQ(cpu::backward_query_pack_bytes(p), 0u);
+  p.sq = 100;
+  EXPECT_GT(cpu::backward_query_pack_bytes(p), 0u);
+}
+
+}  // namespace
+}  // namespace test
+}  // namespace ringattn
