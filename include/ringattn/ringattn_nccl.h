@@ -25,7 +25,11 @@ extern "C" {
 
 /* A context over the caller's NCCL communicator `comm`, whose rank and size are `rank` and
  * `world` (checked against the communicator). The communicator stays the caller's: it must
- * outlive the context and is never destroyed by it. Agreement between ranks runs over NCCL. */
+ * outlive the context and is never destroyed by it. Agreement between ranks runs over NCCL.
+ * The timeout covers what the library polls: with a communicator created nonblocking
+ * (ncclConfig_t.blocking = 0) that is every NCCL call of the context; a blocking communicator
+ * may block inside NCCL itself (e.g. while it connects two ranks at their first exchange), where
+ * no timeout of the library reaches. */
 RINGATTN_API ringattn_status_t ringattn_context_create_nccl(
     ncclComm_t comm, int32_t rank, int32_t world, ringattn_backend_t backend,
     const ringattn_context_options_t* options, ringattn_context_t* ctx);
