@@ -198,10 +198,14 @@ S_RING="${RINGATTN_CHECK_RING_SEQ:-32768}"
 timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --single \
   --json "$OUT/ring_single.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
 RESULT[ring_single]=${PIPESTATUS[0]}
-for P in 4 2; do
+# p4, p2: the default 4 compute chunks per step; p4c1: one (chunks drive MPI progress on CPU
+# ranks; on the GPU the host enqueues them at once, so fewer, larger kernels may win).
+for V in p4:4:4 p2:2:4 p4c1:4:1; do
+  IFS=: read -r NAME P C <<<"$V"
   timeout 150 mpirun -np $P "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --transport mpi \
-    --verbose --json "$OUT/ring_p$P.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
-  RESULT[ring_p$P]=${PIPESTATUS[0]}
+    --chunks $C --verbose --json "$OUT/ring_$NAME.json" 2>&1 | tee -a "$OUT/ring_bench.log" |
+    grep -av '^\[{'
+  RESULT[ring_$NAME]=${PIPESTATUS[0]}
 done
 if [[ "${NCCL_ARGS[0]}" == *ON ]]; then
   timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b 8192 -e "$S_RING" -f 4 --transport nccl \
@@ -218,11 +222,11 @@ def row(name):
         return None
 single = row("ring_single.json")
 summary = {"single": single}
-for p in (4, 2):
-    r = row(f"ring_p{p}.json")
-    summary[f"p{p}"] = r
+for name in ("p4", "p2", "p4c1"):
+    r = row(f"ring_{name}.json")
+    summary[name] = r
     if single and r:
-        print(f"P={p} on one GPU (MPI staged): ring {r['time_ms']:.2f} ms vs single {single['time_ms']:.2f} ms"
+        print(f"{name}: P={r['ranks']} on one GPU (MPI staged): ring {r['time_ms']:.2f} ms vs single {single['time_ms']:.2f} ms"
               f" -> wall ratio {r['time_ms'] / single['time_ms']:.3f};"
               f" device compute summed over ranks {r['device_compute_ms_sum_ranks']:.2f} ms"
               f" -> {r['device_compute_ms_sum_ranks'] / single['time_ms']:.3f}x single"

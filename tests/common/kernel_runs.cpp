@@ -97,14 +97,14 @@ ForwardOut run_forward_merge(const KernelSpec& s, const KernelInputs& in, const 
   return ForwardOut{o.values(), lse.values()};
 }
 
-BackwardOut run_backward(const KernelSpec& s, const KernelInputs& in) {
-  const int64_t sq = s.qb.rows(), sk = s.kb.rows();
-  HostTensor q(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostTensor k(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  HostTensor v(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  HostTensor o(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostTensor dout(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostRowStat lse(s.batch, s.hq, sq), delta(s.batch, s.hq, sq);
+BackwardInputs::BackwardInputs(const KernelSpec& s, const KernelInputs& in)
+    : q(s.dtype, s.batch, s.qb.rows(), s.hq, s.d, s.head_pad),
+      k(s.dtype, s.batch, s.kb.rows(), s.hkv, s.d, s.head_pad),
+      v(s.dtype, s.batch, s.kb.rows(), s.hkv, s.d, s.head_pad),
+      o(s.dtype, s.batch, s.qb.rows(), s.hq, s.d, s.head_pad),
+      dout(s.dtype, s.batch, s.qb.rows(), s.hq, s.d, s.head_pad),
+      lse(s.batch, s.hq, s.qb.rows()),
+      delta(s.batch, s.hq, s.qb.rows()) {
   q.fill(in.q);
   k.fill(in.k);
   v.fill(in.v);
@@ -113,18 +113,14 @@ BackwardOut run_backward(const KernelSpec& s, const KernelInputs& in) {
   lse.poison();
   delta.poison();
   cpu::attention_forward(fwd_params(s, q, k, v, o, lse, kOutFinal));
-  cpu::compute_delta(s.batch, sq, s.hq, s.d, dout.ref(), o.ref(), delta.ref());
+  cpu::compute_delta(s.batch, s.qb.rows(), s.hq, s.d, dout.ref(), o.ref(), delta.ref());
+}
 
-  HostTensor dq(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostTensor dk(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  HostTensor dv(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  dq.poison();
-  dk.poison();
-  dv.poison();
-  BwdParams p;
+BwdParams BackwardInputs::params(const KernelSpec& s) {
+  BwdParams p{};
   p.batch = s.batch;
-  p.sq = sq;
-  p.sk = sk;
+  p.sq = s.qb.rows();
+  p.sk = s.kb.rows();
   p.hq = s.hq;
   p.hkv = s.hkv;
   p.d = s.d;
@@ -134,20 +130,32 @@ BackwardOut run_backward(const KernelSpec& s, const KernelInputs& in) {
   p.dout = dout.ref();
   p.lse = lse.ref();
   p.delta = delta.ref();
-  p.dq = dq.ref();
-  p.dk = dk.ref();
-  p.dv = dv.ref();
-  p.accumulate = false;
   p.scale = static_cast<float>(1.0 / sqrt(static_cast<double>(s.d)));
   p.mask = s.mask;
   p.q_pos = s.qb.map();
   p.k_pos = s.kb.map();
+  return p;
+}
+
+BackwardOut run_backward(const KernelSpec& s, const KernelInputs& in) {
+  const int64_t sq = s.qb.rows(), sk = s.kb.rows();
+  BackwardInputs b(s, in);
+  HostTensor dq(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
+  HostTensor dk(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
+  HostTensor dv(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
+  dq.poison();
+  dk.poison();
+  dv.poison();
+  BwdParams p = b.params(s);
+  p.dq = dq.ref();
+  p.dk = dk.ref();
+  p.dv = dv.ref();
+  p.accumulate = false;
   cpu::attention_backward(p);
   return BackwardOut{dq.values(), dk.values(), dv.values()};
 }
 
-KernelSpec whole_sequence_spec(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq,
-                               int64_t hkv) {
+KernelSpec whole_sequence_spec(DType t, int64_t s, int64_t d, MaskSpec m, int64_t hq, int64_t hkv) {
   KernelSpec k;
   k.dtype = t;
   k.d = d;

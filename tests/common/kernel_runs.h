@@ -3,9 +3,8 @@
 // checks. Shared by the cpu kernel tests.
 #pragma once
 
-#include <stdint.h>
-
 #include <gtest/gtest.h>
+#include <stdint.h>
 
 #include <string>
 #include <vector>
@@ -54,8 +53,19 @@ ForwardOut run_forward(const KernelSpec& s, const KernelInputs& in, OutMode mode
 // attention_forward with kOutMergeF32 into an existing partial result (o_in float32, lse_in).
 ForwardOut run_forward_merge(const KernelSpec& s, const KernelInputs& in, const ForwardOut& prior);
 
-// The backward as a single step runs it: forward (O in s.dtype, LSE), compute_delta from that O,
-// then attention_backward writing dQ/dK/dV in s.dtype.
+// What a backward call reads, made as a single step makes it: the inputs in s.dtype, then the
+// forward (O in s.dtype, LSE) and compute_delta from that O.
+struct BackwardInputs {
+  BackwardInputs(const KernelSpec& s, const KernelInputs& in);
+  HostTensor q, k, v, o, dout;
+  HostRowStat lse, delta;
+  // The backward's params over these tensors (the whole key block, scale 1/sqrt(D)); the
+  // outputs (dq, dk, dv) and the mode are the caller's to set.
+  BwdParams params(const KernelSpec& s);
+};
+
+// The backward as a single step runs it: BackwardInputs, then attention_backward writing
+// dQ/dK/dV in s.dtype.
 struct BackwardOut {
   std::vector<double> dq, dk, dv;
 };

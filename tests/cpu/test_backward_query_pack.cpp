@@ -60,24 +60,7 @@ TensorRef rows_from(TensorRef t, int64_t row0) {
 Grads run(const Problem& pr, const KernelInputs& in, bool accumulate, Pack pack, int threads) {
   const KernelSpec& s = pr.s;
   const int64_t sq = s.qb.rows(), sk = s.kb.rows();
-  HostTensor q(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostTensor k(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  HostTensor v(s.dtype, s.batch, sk, s.hkv, s.d, s.head_pad);
-  HostTensor o(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostTensor dout(s.dtype, s.batch, sq, s.hq, s.d, s.head_pad);
-  HostRowStat lse(s.batch, s.hq, sq), delta(s.batch, s.hq, sq);
-  q.fill(in.q);
-  k.fill(in.k);
-  v.fill(in.v);
-  dout.fill(in.dout);
-  o.poison();
-  lse.poison();
-  delta.poison();
-  const float scale = static_cast<float>(1.0 / sqrt(static_cast<double>(s.d)));
-  FwdParams f{s.batch, sq,      sk,        s.hq,  s.hkv,  s.d,        q.ref(),    k.ref(),
-              v.ref(), o.ref(), lse.ref(), scale, s.mask, s.qb.map(), s.kb.map(), kOutFinal};
-  cpu::attention_forward(f);
-  cpu::compute_delta(s.batch, sq, s.hq, s.d, dout.ref(), o.ref(), delta.ref());
+  BackwardInputs b(s, in);
 
   const DType gt = accumulate ? kF32 : s.dtype;
   HostTensor dq(gt, s.batch, sq, s.hq, s.d, s.head_pad);
@@ -98,21 +81,9 @@ Grads run(const Problem& pr, const KernelInputs& in, bool accumulate, Pack pack,
     dv.poison();
   }
 
-  BwdParams p{};
-  p.batch = s.batch;
-  p.sq = sq;
-  p.hq = s.hq;
-  p.hkv = s.hkv;
-  p.d = s.d;
-  p.q = q.ref();
-  p.dout = dout.ref();
-  p.lse = lse.ref();
-  p.delta = delta.ref();
+  BwdParams p = b.params(s);  // k, v, dk, dv and sk: per chunk below
   p.dq = dq.ref();
   p.accumulate = accumulate;
-  p.scale = scale;
-  p.mask = s.mask;
-  p.q_pos = s.qb.map();
 
   std::unique_ptr<void, decltype(&free)> mem(nullptr, &free);
   if (pack != Pack::kPerCall) {
@@ -135,8 +106,8 @@ Grads run(const Problem& pr, const KernelInputs& in, bool accumulate, Pack pack,
   for (const PosBlock& c : pr.chunks) {
     BwdParams call = p;
     call.sk = c.rows();
-    call.k = rows_from(k.ref(), row0);
-    call.v = rows_from(v.ref(), row0);
+    call.k = rows_from(b.k.ref(), row0);
+    call.v = rows_from(b.v.ref(), row0);
     call.dk = rows_from(dk.ref(), row0);
     call.dv = rows_from(dv.ref(), row0);
     call.k_pos = c.map();
