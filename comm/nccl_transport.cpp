@@ -270,10 +270,15 @@ ringattn_status_t NcclTransport::wait(Exchange* ex) {
     return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
   }
   cudaEvent_t done = done_[static_cast<size_t>(ex->handles[0])];
+  const std::string what = "ring exchange (receive from rank " + std::to_string(ex->recv_peer) +
+                           ", send to rank " + std::to_string(ex->send_peer) + ")";
   if (watchdog_) {
-    const std::string what = "ring exchange (receive from rank " + std::to_string(ex->recv_peer) +
-                             ", send to rank " + std::to_string(ex->send_peer) + ")";
     RINGATTN_NCCL_RETURN_IF_ERROR(wait_event(done, what.c_str()));
+  } else {
+    // No waiting, but an error NCCL already knows of surfaces now rather than never.
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
+    if (async != ncclSuccess && async != ncclInProgress) return nccl_fail(async, what.c_str());
   }
   const cudaError_t err = cudaStreamWaitEvent(stream_, done, 0);
   return err == cudaSuccess ? RINGATTN_SUCCESS : cuda_fail(err, "cudaStreamWaitEvent");

@@ -7,7 +7,9 @@
  * (RINGATTN_HAVE_NCCL).
  *
  * Timeouts: a wait for a peer polls the transfer's event and ncclCommGetAsyncError, bounded by
- * the context's timeout; on a timeout or an asynchronous NCCL error every live rank returns
+ * the context's timeout (not in a context made with options.capturable, whose calls never wait
+ * on the host: there a wait only checks for an error NCCL already reports, and a dead peer stalls
+ * the stream); on a timeout or an asynchronous NCCL error every live rank returns
  * RINGATTN_ERROR_TIMEOUT / RINGATTN_ERROR_COMM. A communicator created by the context is then
  * aborted (ncclCommAbort); a caller's communicator is never destroyed by the library, and after
  * such an error the caller must abort it.
