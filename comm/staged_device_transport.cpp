@@ -150,13 +150,10 @@ ringattn_status_t StagedDeviceTransport::start(const void* send, size_t send_byt
   Slot& s = slots_[i];
   // A relay sends the staging buffer that received the block: it already holds these bytes
   // (an H2D copy may still read it; MPI only reads it too). Anything else is copied out.
-  const bool staged =
-      relay && send_bytes > 0 && send == s.last_recv_dev && send_bytes == s.last_recv_bytes;
-  if (staged) s.send = 1 - s.send;
-  s.last_recv_dev = nullptr;
-  s.last_recv_bytes = 0;
-  Staging& out = s.buf[s.send];
-  Staging& in = s.buf[1 - s.send];
+  const StagingRoles::Exchange roles = s.roles.begin(send, send_bytes, relay);
+  const bool staged = roles.relayed;
+  Staging& out = s.buf[roles.send];
+  Staging& in = s.buf[roles.recv];
   if (!staged) {
     RINGATTN_COMM_RETURN_IF_ERROR(prepare_write(&out, send_bytes, "cudaHostAlloc (send staging)"));
   }
@@ -196,7 +193,7 @@ ringattn_status_t StagedDeviceTransport::wait(Exchange* ex) {
   if (st != RINGATTN_SUCCESS) return inner_fail(st);
   if (act.recv_bytes == 0) return RINGATTN_SUCCESS;
   Slot& s = slots_[act.slot];
-  Staging& in = s.buf[1 - s.send];
+  Staging& in = s.buf[s.roles.recv_index()];
   // On the copy stream, so that the copy overlaps the compute still running on the caller's
   // stream; the caller's stream waits for it before anything enqueued after this call (no host
   // wait). The buffer's event also guards its reuse (prepare_write).
@@ -209,8 +206,7 @@ ringattn_status_t StagedDeviceTransport::wait(Exchange* ex) {
   if (err == cudaSuccess) err = cudaStreamWaitEvent(stream_, in.h2d, 0);
   if (err != cudaSuccess) return cuda_fail(err, "ordering the received buffer's copy");
   in.h2d_pending = true;
-  s.last_recv_dev = act.recv_dev;
-  s.last_recv_bytes = act.recv_bytes;
+  s.roles.received(act.recv_dev, act.recv_bytes);
   return RINGATTN_SUCCESS;
 }
 

@@ -26,6 +26,7 @@
 #include <memory>
 #include <vector>
 
+#include "staging_roles.h"
 #include "transport.h"
 
 namespace ringattn {
@@ -68,12 +69,9 @@ class StagedDeviceTransport final : public Transport {
   struct Slot {
     int tag = 0;
     Staging buf[2];
-    int send = 0;  // index of the send staging; the other one receives
+    StagingRoles roles;  // which buffer sends, which receives; relays
     cudaEvent_t d2h = nullptr;
     cudaEvent_t ready = nullptr;  // the caller's stream at start_exchange
-    // The device buffer and size of the last completed receive (a relay's precondition).
-    const void* last_recv_dev = nullptr;
-    size_t last_recv_bytes = 0;
   };
   struct Active {
     const Exchange* ex;
