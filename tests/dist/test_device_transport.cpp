@@ -97,9 +97,12 @@ bool ring_round_trip(comm::Transport* t, cudaStream_t stream, size_t bytes, bool
   std::vector<unsigned char> host(bytes);
   for (size_t i = 0; i < bytes; ++i) host[i] = pattern(me, i);
   void* buf[2] = {nullptr, nullptr};
+  // A pageable upload may still be in flight when cudaMemcpy returns: synchronize before the
+  // non-blocking stream reads the buffer.
   bool ok = cudaMalloc(&buf[0], bytes) == cudaSuccess &&
             cudaMalloc(&buf[1], bytes) == cudaSuccess &&
-            cudaMemcpy(buf[0], host.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess;
+            cudaMemcpy(buf[0], host.data(), bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+            cudaDeviceSynchronize() == cudaSuccess;
   t->set_stream(stream);
   int holder = me, cur = 0;
   for (int step = 0; ok && step < P; ++step) {
@@ -257,6 +260,7 @@ TEST(NcclTransport, WithoutTheWatchdogWaitNeverBlocksTheHost) {
   std::vector<unsigned char> host(sb.bytes);
   for (size_t i = 0; i < sb.bytes; ++i) host[i] = pattern(me, i);
   ASSERT_EQ(cudaMemcpy(sb.buf[0], host.data(), sb.bytes, cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   auto t = nccl(60000);
   ASSERT_TRUE(t);
   t->set_watchdog(false);

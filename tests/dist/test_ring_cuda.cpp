@@ -36,8 +36,11 @@ ringattn_dtype_t api_dtype(DType t) {
 class DeviceBuffer {
  public:
   DeviceBuffer(const void* host, size_t bytes) : bytes_(bytes) {
+    // A pageable upload may still be in flight when cudaMemcpy returns, and the calls run on
+    // non-blocking streams: synchronize.
     ok_ = cudaMalloc(&ptr_, bytes == 0 ? 256 : bytes) == cudaSuccess &&
-          cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess;
+          cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+          cudaDeviceSynchronize() == cudaSuccess;
   }
   ~DeviceBuffer() { cudaFree(ptr_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
@@ -401,7 +404,8 @@ struct GraphProblem {
     for (int i : outputs) {
       if (cudaMemset(bufs[i], 0xff, bytes(i)) != cudaSuccess) return false;
     }
-    return true;
+    // The legacy stream does not order against the non-blocking streams of the calls.
+    return cudaDeviceSynchronize() == cudaSuccess;
   }
   ringattn_status_t enqueue(ringattn_context_t ctx, cudaStream_t s) {
     ringattn_status_t st =
