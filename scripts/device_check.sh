@@ -131,6 +131,16 @@ grep -E "warning|error" "$OUT/build.log" | head -20
 echo "build ok"
 
 SECTIONS="${RINGATTN_CHECK_SECTIONS:-kernels ring}"
+# At most 8 files come back from the machine, also when a run is cut short: every finished
+# file goes into one archive as soon as it is written; only this log stays beside it.
+stash() {
+  local f
+  for f in "$@"; do
+    [[ -f "$OUT/$f" ]] && tar -rf "$OUT/results.tar" -C "$OUT" "$f" && rm -f "$OUT/$f"
+  done
+  return 0
+}
+stash build.log
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 declare -A RESULT
 GB=$(find "$BUILD/examples" -name ringattn_gpu_bench -type f | head -1)
@@ -180,6 +190,8 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "compute-sanitizer not found"
 fi
+[[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
+stash gpu_tests.log cublas_baseline.json bench_sdpa.json bench_rows.log
 fi  # kernels
 
 if want ring && [[ "${MPI_ARGS[0]}" == *ON ]]; then
@@ -189,6 +201,7 @@ section "GPU ring tests (mpirun; ranks share the GPU; NCCL at one rank)"
   --timeout 150 --output-on-failure >"$OUT/ring_tests.log" 2>&1)
 RESULT[ring_ctest]=$?
 grep -E "Test +#|tests passed|FAILED|Failure" "$OUT/ring_tests.log" | head -30
+stash ring_tests.log
 
 section "GPU ring overhead: P processes on the GPU vs single-process fused (bf16 D=128 causal zigzag)"
 RB=$(find "$BUILD/examples" -name ringattn_bench -type f | head -1)
@@ -237,13 +250,11 @@ if n:
     print(f"NCCL, 1 rank: {n['time_ms']:.2f} ms at S={n['seq']}, #wrong {n['wrong']}")
 json.dump(summary, open(os.path.join(out, "ring_summary.json"), "w"), indent=2)
 PY
+stash ring_single.json ring_p4.json ring_p2.json ring_p4c1.json ring_nccl1.json ring_summary.json \
+  ring_bench.log
 fi  # ring
 
 section "summary"
 for t in "${!RESULT[@]}"; do echo "$t exit ${RESULT[$t]}"; done
-# The kernel table (last lines of the bench output) comes last.
-[[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
+echo "results: $OUT/results.tar ($(tar -tf "$OUT/results.tar" 2>/dev/null | tr '\n' ' '))"
 echo "total $(($(date +%s) - T0))s"
-# At most 8 files come back from the machine: everything but this log travels in one archive.
-(cd "$OUT" && files=$(ls | grep -v -e '^device_check.log$' -e '^results.tgz$') &&
-  [[ -n "$files" ]] && tar czf results.tgz $files && rm -f $files)
