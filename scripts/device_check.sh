@@ -123,7 +123,7 @@ tail -3 "$OUT/build.log"
 
 section "build (ninja -j$JOBS)"
 TARGETS="ringattn test_cuda_forward test_cuda_backward test_cuda_rowwise test_cuda_api test_cuda_tiling ringattn_gpu_bench"
-[[ "${MPI_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS test_dist_ring_cuda test_dist_device_transport ringattn_bench ringattn_run"
+[[ "${MPI_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS test_dist_ring_cuda test_dist_device_transport api_ring_nccl ringattn_bench ringattn_run"
 cmake --build "$BUILD" -j "$JOBS" --target $TARGETS >>"$OUT/build.log" 2>&1
 rc=$?
 grep -E "warning|error" "$OUT/build.log" | head -20
@@ -197,7 +197,7 @@ fi  # kernels
 if want ring && [[ "${MPI_ARGS[0]}" == *ON ]]; then
 section "GPU ring tests (mpirun; ranks share the GPU; NCCL at one rank)"
 # ctest runs each under mpirun -np P (P = 1, 2, 4 for the ring, 1, 2 for the transports).
-(cd "$BUILD" && RINGATTN_TIMEOUT_MS=60000 timeout 300 ctest -R "ring_cuda|device_transport" \
+(cd "$BUILD" && RINGATTN_TIMEOUT_MS=60000 timeout 300 ctest -R "ring_cuda|device_transport|api_ring_nccl" \
   --timeout 150 --output-on-failure >"$OUT/ring_tests.log" 2>&1)
 RESULT[ring_ctest]=$?
 grep -E "Test +#|tests passed|FAILED|Failure" "$OUT/ring_tests.log" | head -30
