@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <ringattn/ringattn.hpp>
 #include <vector>
 
 #include "host_dtype.h"
@@ -21,13 +22,7 @@
 namespace {
 
 ringattn_tensor_t tensor(void* data, int64_t b, int64_t s, int64_t h, int64_t d) {
-  ringattn_tensor_t t = {};
-  t.data = data;
-  t.dtype = RINGATTN_BFLOAT16;
-  t.ndim = 4;
-  t.shape[0] = b, t.shape[1] = s, t.shape[2] = h, t.shape[3] = d;
-  t.strides[0] = s * h * d, t.strides[1] = h * d, t.strides[2] = d, t.strides[3] = 1;
-  return t;
+  return ringattn::tensor_bshd(data, RINGATTN_BFLOAT16, b, s, h, d);
 }
 
 void fail(const char* what, const char* why) {
