@@ -1,11 +1,10 @@
 #include "mpi_transport.h"
 
-#include <time.h>
-
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include "poll.h"
 
 namespace ringattn {
 namespace comm {
@@ -16,21 +15,11 @@ static_assert(sizeof(MPI_Request) <= sizeof(uint64_t), "MPI_Request must fit an 
 // Large messages are split so that every count fits MPI's int.
 constexpr size_t kMaxMessage = size_t{1} << 30;
 
-using Clock = std::chrono::steady_clock;
-
 std::string mpi_error_string(int code) {
   char buf[MPI_MAX_ERROR_STRING];
   int len = 0;
   if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) return "MPI error " + std::to_string(code);
   return std::string(buf, static_cast<size_t>(len));
-}
-
-// Waiting ranks back off so that, when ranks share cores (tests oversubscribe), they leave the
-// cores to the ranks that still compute. The first 200 us spin for latency.
-void backoff(Clock::time_point since) {
-  if (Clock::now() - since < std::chrono::microseconds(200)) return;
-  struct timespec ts = {0, 50 * 1000};
-  nanosleep(&ts, nullptr);
 }
 
 MPI_Request load(const Exchange& ex, int i) {
@@ -192,20 +181,18 @@ ringattn_status_t MpiTransport::wait(Exchange* ex) {
 
 ringattn_status_t MpiTransport::wait_requests(MPI_Request* reqs, int n, const char* what,
                                               int peer_a, int peer_b) {
-  const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
-  for (;;) {
+  int rc = MPI_SUCCESS;
+  const bool finished = poll_until(timeout_ms_, [&] {
     int done = 0;
-    const int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) {
-      broken_ = true;
-      return fail(RINGATTN_ERROR_COMM,
-                  std::string("MPI failed during ") + what + ": " + mpi_error_string(rc));
-    }
-    if (done) return RINGATTN_SUCCESS;
-    if (Clock::now() >= deadline) break;
-    backoff(start);
+    rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
+    return rc != MPI_SUCCESS || done != 0;
+  });
+  if (finished && rc != MPI_SUCCESS) {
+    broken_ = true;
+    return fail(RINGATTN_ERROR_COMM,
+                std::string("MPI failed during ") + what + ": " + mpi_error_string(rc));
   }
+  if (finished) return RINGATTN_SUCCESS;
   // Cancel point-to-point requests (MPI forbids cancelling collectives); what remains stays
   // pending and the transport is unusable.
   if (peer_a >= 0) {

@@ -1,22 +1,13 @@
 #include "nccl_transport.h"
 
-#include <time.h>
-
-#include <chrono>
 #include <cstring>
 #include <string>
+
+#include "poll.h"
 
 namespace ringattn {
 namespace comm {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-void nap(Clock::time_point since) {
-  if (Clock::now() - since < std::chrono::microseconds(200)) return;
-  struct timespec ts = {0, 20 * 1000};
-  nanosleep(&ts, nullptr);
-}
 
 constexpr int kIdValues = static_cast<int>((sizeof(ncclUniqueId) + 7) / 8);
 
@@ -33,12 +24,6 @@ class RelaxedCapture {
 };
 
 }  // namespace
-
-#define RINGATTN_NCCL_RETURN_IF_ERROR(expr)                    \
-  do {                                                         \
-    const ringattn_status_t ringattn_st_ = (expr);             \
-    if (ringattn_st_ != RINGATTN_SUCCESS) return ringattn_st_; \
-  } while (0)
 
 ringattn_status_t NcclTransport::fail(ringattn_status_t code, const std::string& msg) {
   error_ = "rank " + std::to_string(rank_) + ": nccl transport: " + msg;
@@ -178,35 +163,41 @@ NcclTransport::~NcclTransport() {
 }
 
 ringattn_status_t NcclTransport::settle(ncclResult_t r, const char* what) {
-  const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
-  while (r == ncclInProgress) {
-    if (Clock::now() >= deadline) {
-      abort_comm();
-      return fail(RINGATTN_ERROR_TIMEOUT, std::string(what) + " did not finish within " +
-                                              std::to_string(timeout_ms_) + " ms");
-    }
-    nap(start);
+  const bool settled = poll_until(timeout_ms_, [&] {
+    if (r != ncclInProgress) return true;
     if (ncclCommGetAsyncError(comm_, &r) != ncclSuccess) r = ncclInternalError;
+    return r != ncclInProgress;
+  });
+  if (!settled) {
+    abort_comm();
+    return fail(RINGATTN_ERROR_TIMEOUT, std::string(what) + " did not finish within " +
+                                            std::to_string(timeout_ms_) + " ms");
   }
   return r == ncclSuccess ? RINGATTN_SUCCESS : nccl_fail(r, what);
 }
 
-ringattn_status_t NcclTransport::wait_event(cudaEvent_t ev, const char* what) {
-  const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
-  for (;;) {
-    const cudaError_t e = cudaEventQuery(ev);
+ringattn_status_t NcclTransport::async_error() {
+  ncclResult_t async = ncclSuccess;
+  if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
+  return async == ncclSuccess || async == ncclInProgress ? RINGATTN_SUCCESS
+                                                         : nccl_fail(async, "ring exchange");
+}
+
+template <typename Describe>
+ringattn_status_t NcclTransport::wait_event(cudaEvent_t ev, const Describe& what) {
+  cudaError_t e = cudaSuccess;
+  ncclResult_t async = ncclSuccess;
+  if (poll_until(timeout_ms_, [&] {
+        e = cudaEventQuery(ev);
+        if (e != cudaErrorNotReady) return true;
+        if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
+        return async != ncclSuccess && async != ncclInProgress;
+      })) {
     if (e == cudaSuccess) return RINGATTN_SUCCESS;
-    if (e != cudaErrorNotReady) return cuda_fail(e, what);
-    ncclResult_t async = ncclSuccess;
-    if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
-    if (async != ncclSuccess && async != ncclInProgress) return nccl_fail(async, what);
-    if (Clock::now() >= deadline) break;
-    nap(start);
+    return e != cudaErrorNotReady ? cuda_fail(e, what().c_str()) : nccl_fail(async, what().c_str());
   }
   abort_comm();
-  std::string msg = std::string(what) + " did not finish within " + std::to_string(timeout_ms_) +
+  std::string msg = what() + " did not finish within " + std::to_string(timeout_ms_) +
                     " ms (timeout: context option or RINGATTN_TIMEOUT_MS)";
   if (!owned_) msg += "; the caller's communicator is stuck: abort it with ncclCommAbort";
   return fail(RINGATTN_ERROR_TIMEOUT, msg);
@@ -237,7 +228,7 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
     return fail(RINGATTN_ERROR_INTERNAL, "exchange peer out of range");
   }
   size_t e = 0;
-  RINGATTN_NCCL_RETURN_IF_ERROR(event_for(tag, &e));
+  RINGATTN_COMM_RETURN_IF_ERROR(event_for(tag, &e));
   // Everything enqueued so far on the caller's stream (the producer of `send`, the last reader
   // of `recv`) precedes the transfer.
   cudaError_t err = cudaEventRecord(ready_, stream_);
@@ -252,7 +243,7 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
   }
   const ncclResult_t end = ncclGroupEnd();
   if (r == ncclSuccess) r = end;
-  RINGATTN_NCCL_RETURN_IF_ERROR(settle(r, "grouped ncclSend/ncclRecv"));
+  RINGATTN_COMM_RETURN_IF_ERROR(settle(r, "grouped ncclSend/ncclRecv"));
   err = cudaEventRecord(done_[e], comm_stream_);
   if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
   ex->handles[0] = e;
@@ -270,15 +261,16 @@ ringattn_status_t NcclTransport::wait(Exchange* ex) {
     return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
   }
   cudaEvent_t done = done_[static_cast<size_t>(ex->handles[0])];
-  const std::string what = "ring exchange (receive from rank " + std::to_string(ex->recv_peer) +
-                           ", send to rank " + std::to_string(ex->send_peer) + ")";
   if (watchdog_) {
-    RINGATTN_NCCL_RETURN_IF_ERROR(wait_event(done, what.c_str()));
+    // The message is built only when the wait fails (no allocation on the ring's path).
+    const int from = ex->recv_peer, to = ex->send_peer;
+    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(done, [from, to] {
+      return "ring exchange (receive from rank " + std::to_string(from) + ", send to rank " +
+             std::to_string(to) + ")";
+    }));
   } else {
     // No waiting, but an error NCCL already knows of surfaces now rather than never.
-    ncclResult_t async = ncclSuccess;
-    if (ncclCommGetAsyncError(comm_, &async) != ncclSuccess) async = ncclInternalError;
-    if (async != ncclSuccess && async != ncclInProgress) return nccl_fail(async, what.c_str());
+    RINGATTN_COMM_RETURN_IF_ERROR(async_error());
   }
   const cudaError_t err = cudaStreamWaitEvent(stream_, done, 0);
   return err == cudaSuccess ? RINGATTN_SUCCESS : cuda_fail(err, "cudaStreamWaitEvent");
@@ -334,8 +326,10 @@ ringattn_status_t NcclTransport::allgather_i64(const int64_t* mine, int n, int64
     if (err == cudaSuccess) err = cudaEventRecord(agreed_, agree_stream_);
     if (err != cudaSuccess) st = cuda_fail(err, "agreement download");
   }
-  if (st == RINGATTN_SUCCESS) st = wait_event(agreed_, "agreement (allgather)");
-  RINGATTN_NCCL_RETURN_IF_ERROR(st);
+  if (st == RINGATTN_SUCCESS) {
+    st = wait_event(agreed_, [] { return std::string("agreement (allgather)"); });
+  }
+  RINGATTN_COMM_RETURN_IF_ERROR(st);
   std::memcpy(all, host_scratch_, sizeof(int64_t) * static_cast<size_t>(n) * size_);
   return RINGATTN_SUCCESS;
 }

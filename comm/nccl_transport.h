@@ -67,8 +67,12 @@ class NcclTransport final : public Transport {
   ringattn_status_t init_stream(std::string* err);
   // Finish an NCCL call: on a nonblocking communicator, poll until it leaves ncclInProgress.
   ringattn_status_t settle(ncclResult_t r, const char* what);
-  // Poll `ev` and the communicator's asynchronous error until the event completes.
-  ringattn_status_t wait_event(cudaEvent_t ev, const char* what);
+  // Poll `ev` and the communicator's asynchronous error until the event completes; `what()`
+  // names the operation in an error message (called only on failure).
+  template <typename Describe>
+  ringattn_status_t wait_event(cudaEvent_t ev, const Describe& what);
+  // RINGATTN_ERROR_COMM (and the communicator aborted) if NCCL reports an asynchronous error.
+  ringattn_status_t async_error();
   ringattn_status_t event_for(int tag, size_t* index);
   ringattn_status_t fail(ringattn_status_t code, const std::string& msg);
   ringattn_status_t cuda_fail(cudaError_t err, const char* what);

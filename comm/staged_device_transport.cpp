@@ -1,25 +1,12 @@
 #include "staged_device_transport.h"
 
-#include <time.h>
-
-#include <chrono>
 #include <cstddef>
 #include <string>
 
+#include "poll.h"
+
 namespace ringattn {
 namespace comm {
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-}  // namespace
-
-#define RINGATTN_COMM_RETURN_IF_ERROR(expr)                    \
-  do {                                                         \
-    const ringattn_status_t ringattn_st_ = (expr);             \
-    if (ringattn_st_ != RINGATTN_SUCCESS) return ringattn_st_; \
-  } while (0)
 
 StagedDeviceTransport::StagedDeviceTransport(std::unique_ptr<Transport> inner)
     : inner_(std::move(inner)) {
@@ -64,18 +51,12 @@ ringattn_status_t StagedDeviceTransport::cuda_fail(cudaError_t err, const char* 
 }
 
 ringattn_status_t StagedDeviceTransport::wait_event(cudaEvent_t ev, const char* what) {
-  const Clock::time_point start = Clock::now();
-  const Clock::time_point deadline = start + std::chrono::milliseconds(timeout_ms_);
-  for (;;) {
-    const cudaError_t err = cudaEventQuery(ev);
-    if (err == cudaSuccess) return RINGATTN_SUCCESS;
-    if (err != cudaErrorNotReady) return cuda_fail(err, what);
-    if (Clock::now() >= deadline) break;
-    // Spin briefly for latency, then yield the core (ranks may share cores and a GPU).
-    if (Clock::now() - start > std::chrono::microseconds(200)) {
-      struct timespec ts = {0, 20 * 1000};
-      nanosleep(&ts, nullptr);
-    }
+  cudaError_t err = cudaSuccess;
+  if (poll_until(timeout_ms_, [&] {
+        err = cudaEventQuery(ev);
+        return err != cudaErrorNotReady;
+      })) {
+    return err == cudaSuccess ? RINGATTN_SUCCESS : cuda_fail(err, what);
   }
   broken_ = true;
   return fail(RINGATTN_ERROR_TIMEOUT, std::string("device staging: ") + what +

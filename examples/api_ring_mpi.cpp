@@ -10,18 +10,13 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <ringattn/ringattn.hpp>
 #include <vector>
 
 namespace {
 
 ringattn_tensor_t tensor(float* data, int64_t b, int64_t s, int64_t h, int64_t d) {
-  ringattn_tensor_t t = {};
-  t.data = data;
-  t.dtype = RINGATTN_FLOAT32;
-  t.ndim = 4;
-  t.shape[0] = b, t.shape[1] = s, t.shape[2] = h, t.shape[3] = d;
-  t.strides[0] = s * h * d, t.strides[1] = h * d, t.strides[2] = d, t.strides[3] = 1;
-  return t;
+  return ringattn::tensor_bshd(data, RINGATTN_FLOAT32, b, s, h, d);
 }
 
 #define CHECK(call)                                                              \
@@ -59,12 +54,7 @@ int main(int argc, char** argv) {
                     gv = tensor(v.data(), B, S, H, D);
   ringattn_tensor_t tq = tensor(lq.data(), B, n, H, D), tk = tensor(lk.data(), B, n, H, D),
                     tv = tensor(lv.data(), B, n, H, D), to = tensor(lo.data(), B, n, H, D);
-  ringattn_tensor_t tlse = {};
-  tlse.data = llse.data();
-  tlse.dtype = RINGATTN_FLOAT32;
-  tlse.ndim = 3;
-  tlse.shape[0] = B, tlse.shape[1] = H, tlse.shape[2] = n;
-  tlse.strides[0] = H * n, tlse.strides[1] = n, tlse.strides[2] = 1;
+  ringattn_tensor_t tlse = ringattn::lse_bhs(llse.data(), B, H, n);
   CHECK(ringattn_shard_tensor(&gq, &tq, scheme, NULL, 0, world, rank));
   CHECK(ringattn_shard_tensor(&gk, &tk, scheme, NULL, 0, world, rank));
   CHECK(ringattn_shard_tensor(&gv, &tv, scheme, NULL, 0, world, rank));

@@ -109,6 +109,13 @@ bool nccl_backend_ok(Backend* be, Status* st, std::string* err) {
   return false;
 }
 
+// A capturable context's transport never waits on the host: no watchdog.
+std::unique_ptr<comm::Transport> with_watchdog(std::unique_ptr<comm::NcclTransport> t,
+                                               bool capturable) {
+  if (t) t->set_watchdog(!capturable);
+  return t;
+}
+
 // NCCL over the caller's communicator (never destroyed by the library).
 struct NcclTransportMaker {
   static constexpr bool kCapturable = true;
@@ -117,10 +124,8 @@ struct NcclTransportMaker {
   std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
                                               Status* st, std::string* err) const {
     if (!nccl_backend_ok(be, st, err)) return nullptr;
-    std::unique_ptr<comm::NcclTransport> t =
-        comm::NcclTransport::wrap(comm, rank, world, timeout, st, err);
-    if (t) t->set_watchdog(!capturable);
-    return t;
+    return with_watchdog(comm::NcclTransport::wrap(comm, rank, world, timeout, st, err),
+                         capturable);
   }
 };
 
@@ -131,9 +136,7 @@ struct NcclMpiTransportMaker {
   std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
                                               Status* st, std::string* err) const {
     if (!nccl_backend_ok(be, st, err)) return nullptr;
-    std::unique_ptr<comm::NcclTransport> t = comm::NcclTransport::bootstrap(comm, timeout, st, err);
-    if (t) t->set_watchdog(!capturable);
-    return t;
+    return with_watchdog(comm::NcclTransport::bootstrap(comm, timeout, st, err), capturable);
   }
 };
 #endif

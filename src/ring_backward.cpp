@@ -97,11 +97,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     const int32_t src = plan.step_source(i);
     const int a = i % 2;  // accumulators of this step's block
     if (i + 1 < P) {
-      const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
-      const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
-      // From step 1 on, the block sent is the one received at the previous step, unchanged.
-      const Status st =
-          start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex, /*relay=*/i > 0);
+      const Status st = start_kv(i, kv, cur, kv_row, &ex);
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
     }
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;

@@ -109,6 +109,15 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
 }
 
+Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row,
+                             comm::Exchange* ex) {
+  const int P = plan_.world(), me = transport_->rank();
+  const size_t send = static_cast<size_t>(plan_.rows_of(plan_.step_source(i))) * kv_row;
+  const size_t recv = static_cast<size_t>(plan_.rows_of(plan_.step_source(i + 1))) * kv_row;
+  return start(kv[cur], send, (me + 1) % P, kv[1 - cur], recv, (me - 1 + P) % P, kTagKv, ex,
+               /*relay=*/i > 0);
+}
+
 Status RingContext::wait(comm::Exchange* ex) {
   const double t0 = ring_now();
   const Status st = transport_->wait(ex);

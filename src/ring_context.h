@@ -80,6 +80,10 @@ class RingContext {
   // (Transport::start_relay).
   Status start(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes, int src,
                int tag, comm::Exchange* ex, bool relay = false);
+  // Start step i's K/V exchange (i + 1 < world): ring buffer kv[cur] (the block of step i) goes
+  // to the next rank while the block of step i + 1 arrives in kv[1 - cur] from the previous one.
+  // From step 1 on the block sent is the one received at the previous step, unchanged (relay).
+  Status start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row, comm::Exchange* ex);
   Status transport_error(Status st);
   // After a failure in the middle of a ring, finish (bounded by the timeout) what is in flight
   // so that no transfer outlives the call; returns `st`.

@@ -10,7 +10,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
                                 const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                 ringattn_tensor_t* lse, void* stream) {
   const RingPlan& plan = plan_;
-  const int32_t P = plan.world(), C = plan.chunks(), me = transport_->rank();
+  const int32_t P = plan.world(), C = plan.chunks();
   const int64_t B = shape_.batch, S = shape_.seq, Hq = shape_.hq, Hkv = shape_.hkv, D = shape_.d;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
@@ -34,17 +34,12 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
 
-  const int next = (me + 1) % P, prev = (me - 1 + P) % P;
   comm::Exchange ex;
   int cur = 0;
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
     if (i + 1 < P) {
-      const size_t send = static_cast<size_t>(plan.rows_of(src)) * kv_row;
-      const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
-      // From step 1 on, the block sent is the one received at the previous step, unchanged.
-      const Status st =
-          start(kv[cur], send, next, kv[1 - cur], recv, prev, kTagKv, &ex, /*relay=*/i > 0);
+      const Status st = start_kv(i, kv, cur, kv_row, &ex);
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
     }
     if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;
