@@ -125,6 +125,7 @@ class HostTensor {
   std::vector<double> values() const;            // dense [B, S, H, D]
   void poison();                                 // every element (padding included) NaN
   void* data() { return bytes_.data(); }
+  size_t size_bytes() const { return bytes_.size(); }  // padding included
 
  private:
   size_t offset(int64_t b, int64_t s, int64_t h) const;
@@ -141,6 +142,7 @@ class HostRowStat {
   void fill(const std::vector<double>& values);
   std::vector<double> values() const;
   void poison();
+  size_t size_bytes() const { return data_.size() * sizeof(float); }
 
  private:
   int64_t b_, h_, s_;

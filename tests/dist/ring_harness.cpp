@@ -17,11 +17,13 @@ ringattn_dtype_t api_dtype(DType t) {
   return t == kF16 ? RINGATTN_FLOAT16 : t == kBF16 ? RINGATTN_BFLOAT16 : RINGATTN_FLOAT32;
 }
 
-// A C descriptor over a HostTensor ([B, S, H, D], or [T, H, D] when packed).
-ringattn_tensor_t desc(HostTensor& t, bool packed, int64_t b, int64_t s, int64_t h, int64_t d) {
+// A C descriptor with a HostTensor's layout ([B, S, H, D], or [T, H, D] when packed) over
+// `data` (the tensor itself or its placed copy).
+ringattn_tensor_t desc(HostTensor& t, void* data, bool packed, int64_t b, int64_t s, int64_t h,
+                       int64_t d) {
   const TensorRef r = t.ref();
   ringattn_tensor_t x{};
-  x.data = r.data;
+  x.data = data;
   x.dtype = api_dtype(t.dtype());
   if (packed) {
     x.ndim = 3;
@@ -36,10 +38,11 @@ ringattn_tensor_t desc(HostTensor& t, bool packed, int64_t b, int64_t s, int64_t
   return x;
 }
 
-ringattn_tensor_t desc_lse(HostRowStat& t, bool packed, int64_t b, int64_t h, int64_t s) {
+ringattn_tensor_t desc_lse(HostRowStat& t, void* data, bool packed, int64_t b, int64_t h,
+                           int64_t s) {
   const RowStatRef r = t.ref();
   ringattn_tensor_t x{};
-  x.data = r.data;
+  x.data = data;
   x.dtype = RINGATTN_FLOAT32;
   if (packed) {
     x.ndim = 2;
@@ -59,9 +62,10 @@ std::string rank_error(MPI_Comm comm, ringattn_status_t st) {
 }
 
 // Every rank learns whether all succeeded, and rank 0 learns the first failure's message.
-void agree_ok(MPI_Comm comm, ringattn_status_t st, RingResult* r) {
+// Every rank learns whether all succeeded; rank 0 keeps the first failure's message.
+void agree_ok(MPI_Comm comm, ringattn_status_t st, RingResult* r, const char* what = "") {
   const bool ok = st == RINGATTN_SUCCESS;
-  std::string mine = ok ? std::string() : rank_error(comm, st);
+  std::string mine = ok ? std::string() : what + rank_error(comm, st);
   auto msgs = gather_to_root(std::vector<double>(mine.begin(), mine.end()), comm);
   if (world_rank(comm) == 0 && r->ok) {
     for (const auto& m : msgs) {
@@ -122,13 +126,21 @@ ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms, int32_t chunk
   return ctx;
 }
 
-RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t ctx,
-                    MPI_Comm comm) {
+RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t ctx, MPI_Comm comm,
+                    Placement* placement) {
+  Placement on_host;
+  Placement& where = placement != nullptr ? *placement : on_host;
   const int P = world_size(comm), me = world_rank(comm);
   const bool packed = c.layout.packed;
   const int64_t B = packed ? 1 : c.layout.batch, rows = c.layout.rows();
   const std::vector<int64_t> idx = local_rows(c.layout, c.scheme, P, me);
   const int64_t n = static_cast<int64_t>(idx.size());
+  bool placed = true;
+  auto place = [&](HostTensor& t, int64_t h) {
+    void* data = where.place(t.data(), t.size_bytes());
+    placed = placed && data != nullptr;
+    return desc(t, data, packed, B, n, h, c.d);
+  };
 
   HostTensor q(c.dtype, B, n, c.hq, c.d, c.head_pad), k(c.dtype, B, n, c.hkv, c.d, c.head_pad),
       v(c.dtype, B, n, c.hkv, c.d, c.head_pad), o(c.dtype, B, n, c.hq, c.d, c.head_pad);
@@ -138,9 +150,11 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
   v.fill(take_rows(in.v, B, rows, c.hkv * c.d, idx));
   o.poison();
   lse.poison();
-  ringattn_tensor_t tq = desc(q, packed, B, n, c.hq, c.d), tk = desc(k, packed, B, n, c.hkv, c.d),
-                    tv = desc(v, packed, B, n, c.hkv, c.d), to = desc(o, packed, B, n, c.hq, c.d),
-                    tl = desc_lse(lse, packed, B, c.hq, n);
+  ringattn_tensor_t tq = place(q, c.hq), tk = place(k, c.hkv), tv = place(v, c.hkv),
+                    to = place(o, c.hq);
+  void* lse_data = where.place(lse.ref().data, lse.size_bytes());
+  placed = placed && lse_data != nullptr;
+  ringattn_tensor_t tl = desc_lse(lse, lse_data, packed, B, c.hq, n);
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
   params.causal = c.causal;
   params.window_left = c.window_left;
@@ -151,10 +165,13 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
     params.num_seqs = c.layout.num_seqs();
   }
   RingResult r;
-  agree_ok(
-      comm,
-      ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, c.with_lse ? &tl : nullptr, &params, nullptr),
-      &r);
+  agree_ok(comm, placed ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA, &r, "placing the inputs: ");
+  if (!r.ok) return r;
+  agree_ok(comm,
+           ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, c.with_lse ? &tl : nullptr, &params,
+                                 where.stream()),
+           &r, "forward: ");
+  agree_ok(comm, where.fetch() ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA, &r, "fetching O: ");
 
   std::vector<double> lo = o.values(), ll = lse.values(), ldq, ldk, ldv;
   if (c.backward && r.ok) {
@@ -164,14 +181,16 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
     dq.poison();
     dk.poison();
     dv.poison();
-    ringattn_tensor_t tdo = desc(dout, packed, B, n, c.hq, c.d),
-                      tdq = desc(dq, packed, B, n, c.hq, c.d),
-                      tdk = desc(dk, packed, B, n, c.hkv, c.d),
-                      tdv = desc(dv, packed, B, n, c.hkv, c.d);
+    ringattn_tensor_t tdo = place(dout, c.hq), tdq = place(dq, c.hq), tdk = place(dk, c.hkv),
+                      tdv = place(dv, c.hkv);
+    agree_ok(comm, placed ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA, &r, "placing dO: ");
+    if (!r.ok) return r;
     agree_ok(comm,
              ringattn_ring_backward(ctx, &tq, &tk, &tv, &to, &tl, &tdo, &tdq, &tdk, &tdv, &params,
-                                    nullptr),
-             &r);
+                                    where.stream()),
+             &r, "backward: ");
+    agree_ok(comm, where.fetch() ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA, &r,
+             "fetching the gradients: ");
     ldq = dq.values();
     ldk = dk.values();
     ldv = dv.values();
@@ -182,9 +201,10 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
   return r;
 }
 
-void assemble_global(const RingCase& c, const std::vector<double>& lo, const std::vector<double>& ll,
-                     const std::vector<double>& ldq, const std::vector<double>& ldk,
-                     const std::vector<double>& ldv, MPI_Comm comm, RingResult* res) {
+void assemble_global(const RingCase& c, const std::vector<double>& lo,
+                     const std::vector<double>& ll, const std::vector<double>& ldq,
+                     const std::vector<double>& ldk, const std::vector<double>& ldv, MPI_Comm comm,
+                     RingResult* res) {
   RingResult& r = *res;
   const int P = world_size(comm), me = world_rank(comm);
   const int64_t B = c.layout.packed ? 1 : c.layout.batch, rows = c.layout.rows();

@@ -41,9 +41,10 @@ struct RingResult {
 
 // Gathers every rank's local outputs (rows in the scheme's order; gradients only for backward
 // cases that succeeded) into r's global-order outputs on rank 0 (collective over `comm`).
-void assemble_global(const RingCase& c, const std::vector<double>& o, const std::vector<double>& lse,
-                     const std::vector<double>& dq, const std::vector<double>& dk,
-                     const std::vector<double>& dv, MPI_Comm comm, RingResult* r);
+void assemble_global(const RingCase& c, const std::vector<double>& o,
+                     const std::vector<double>& lse, const std::vector<double>& dq,
+                     const std::vector<double>& dk, const std::vector<double>& dv, MPI_Comm comm,
+                     RingResult* r);
 
 // The global inputs of a case, from a seed.
 struct RingInputs {
@@ -51,8 +52,27 @@ struct RingInputs {
 };
 RingInputs make_inputs(const RingCase& c, uint64_t seed);
 
-// Run the case on `ctx` (collective over its communicator `comm`).
-RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t ctx, MPI_Comm comm);
+// Where the local tensors of a ring call live. The base keeps them on the host; a device
+// placement (test_ring_cuda.cpp) hands the call device copies on its stream and brings the
+// results back.
+class Placement {
+ public:
+  virtual ~Placement() = default;
+  // The address the call sees for the host bytes [host, host + bytes), copied there now;
+  // nullptr on failure.
+  virtual void* place(void* host, size_t bytes) {
+    (void)bytes;
+    return host;
+  }
+  // After a call: every placed host buffer holds what the call wrote; false on failure.
+  virtual bool fetch() { return true; }
+  virtual void* stream() { return nullptr; }
+};
+
+// Run the case on `ctx` (collective over its communicator `comm`), with the tensors where
+// `placement` puts them (nullptr: on the host).
+RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t ctx, MPI_Comm comm,
+                    Placement* placement = nullptr);
 
 // Errors of a result against the float64 reference (rank 0), per output: O, LSE, dQ, dK, dV.
 struct RingErrors {

@@ -32,29 +32,45 @@ ringattn_dtype_t api_dtype(DType t) {
   return t == kF16 ? RINGATTN_FLOAT16 : t == kBF16 ? RINGATTN_BFLOAT16 : RINGATTN_FLOAT32;
 }
 
-// A device copy of a host tensor (same strides, padding included); freed on scope exit.
-class DeviceBuffer {
+// The ring's tensors as device copies, used on a caller's non-default stream: fetch() waits for
+// the stream and copies every placed buffer back to its host tensor.
+class DevicePlacement : public Placement {
  public:
-  DeviceBuffer(const void* host, size_t bytes) : bytes_(bytes) {
-    // A pageable upload may still be in flight when cudaMemcpy returns, and the calls run on
-    // non-blocking streams: synchronize.
-    ok_ = cudaMalloc(&ptr_, bytes == 0 ? 256 : bytes) == cudaSuccess &&
-          cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
-          cudaDeviceSynchronize() == cudaSuccess;
+  explicit DevicePlacement(cudaStream_t stream) : stream_(stream) {}
+  ~DevicePlacement() override {
+    for (const Buffer& b : bufs_) cudaFree(b.dev);
   }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  bool ok() const { return ok_; }
-  void* get() const { return ptr_; }
-  bool download(void* host) const {
-    return cudaMemcpy(host, ptr_, bytes_, cudaMemcpyDeviceToHost) == cudaSuccess;
+  DevicePlacement(const DevicePlacement&) = delete;
+  DevicePlacement& operator=(const DevicePlacement&) = delete;
+
+  void* place(void* host, size_t bytes) override {
+    void* dev = nullptr;
+    if (cudaMalloc(&dev, bytes == 0 ? 256 : bytes) != cudaSuccess) return nullptr;
+    bufs_.push_back(Buffer{host, dev, bytes});
+    // A pageable upload may still be in flight when cudaMemcpy returns, and the calls run on a
+    // non-blocking stream: synchronize.
+    const bool ok = cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) == cudaSuccess &&
+                    cudaDeviceSynchronize() == cudaSuccess;
+    return ok ? dev : nullptr;
   }
+  bool fetch() override {
+    // The calls only enqueued work on the stream (and host-waited on their own staging copies).
+    if (cudaStreamSynchronize(stream_) != cudaSuccess) return false;
+    for (const Buffer& b : bufs_) {
+      if (cudaMemcpy(b.host, b.dev, b.bytes, cudaMemcpyDeviceToHost) != cudaSuccess) return false;
+    }
+    return true;
+  }
+  void* stream() override { return stream_; }
 
  private:
-  void* ptr_ = nullptr;
-  size_t bytes_;
-  bool ok_ = false;
+  struct Buffer {
+    void* host;
+    void* dev;
+    size_t bytes;
+  };
+  cudaStream_t stream_;
+  std::vector<Buffer> bufs_;
 };
 
 size_t tensor_bytes(const RingCase& c, int64_t b, int64_t n, int64_t h) {
@@ -92,102 +108,6 @@ ringattn_tensor_t desc_lse(void* data, bool packed, int64_t b, int64_t h, int64_
     x.strides[0] = h * s, x.strides[1] = s, x.strides[2] = 1;
   }
   return x;
-}
-
-// Every rank learns whether all succeeded; rank 0 keeps the first failure's message.
-void agree(ringattn_status_t st, const char* what, RingResult* r) {
-  const bool ok = st == RINGATTN_SUCCESS;
-  std::string mine = ok ? std::string()
-                        : "rank " + std::to_string(world_rank()) + ": " + what + ": " +
-                              ringattn_status_string(st) + " " + ringattn_get_last_error();
-  auto msgs = gather_to_root(std::vector<double>(mine.begin(), mine.end()));
-  if (world_rank() == 0 && r->ok) {
-    for (const auto& m : msgs) {
-      if (!m.empty()) {
-        r->error = std::string(m.begin(), m.end());
-        break;
-      }
-    }
-  }
-  r->ok = all_ranks(ok) && r->ok;
-}
-
-// The case of ring_harness.cpp's run_ring with every tensor in device memory.
-RingResult run_ring_cuda(const RingCase& c, const RingInputs& in, ringattn_context_t ctx,
-                         cudaStream_t stream) {
-  const int P = world_size(), me = world_rank();
-  const bool packed = c.layout.packed;
-  const int64_t B = packed ? 1 : c.layout.batch, rows = c.layout.rows();
-  const std::vector<int64_t> idx = local_rows(c.layout, c.scheme, P, me);
-  const int64_t n = static_cast<int64_t>(idx.size());
-  const size_t bq = tensor_bytes(c, B, n, c.hq), bk = tensor_bytes(c, B, n, c.hkv);
-  const size_t bl = sizeof(float) * static_cast<size_t>(B * c.hq * n);
-
-  HostTensor q(c.dtype, B, n, c.hq, c.d, c.head_pad), k(c.dtype, B, n, c.hkv, c.d, c.head_pad),
-      v(c.dtype, B, n, c.hkv, c.d, c.head_pad), o(c.dtype, B, n, c.hq, c.d, c.head_pad);
-  HostRowStat lse(B, c.hq, n);
-  q.fill(take_rows(in.q, B, rows, c.hq * c.d, idx));
-  k.fill(take_rows(in.k, B, rows, c.hkv * c.d, idx));
-  v.fill(take_rows(in.v, B, rows, c.hkv * c.d, idx));
-  o.poison();
-  lse.poison();
-  DeviceBuffer dq_in(q.data(), bq), dk_in(k.data(), bk), dv_in(v.data(), bk), d_o(o.data(), bq),
-      d_lse(lse.ref().data, bl);
-  RingResult r;
-  agree(dq_in.ok() && dk_in.ok() && dv_in.ok() && d_o.ok() && d_lse.ok() ? RINGATTN_SUCCESS
-                                                                         : RINGATTN_ERROR_CUDA,
-        "device upload", &r);
-  if (!r.ok) return r;
-  ringattn_tensor_t tq = desc(dq_in.get(), c, B, n, c.hq), tk = desc(dk_in.get(), c, B, n, c.hkv),
-                    tv = desc(dv_in.get(), c, B, n, c.hkv), to = desc(d_o.get(), c, B, n, c.hq),
-                    tl = desc_lse(d_lse.get(), packed, B, c.hq, n);
-  ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
-  params.causal = c.causal;
-  params.window_left = c.window_left;
-  params.window_right = c.window_right;
-  params.scheme = c.scheme;
-  if (packed) {
-    params.cu_seqlens = c.layout.cu.data();
-    params.num_seqs = c.layout.num_seqs();
-  }
-  agree(ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, c.with_lse ? &tl : nullptr, &params, stream),
-        "forward", &r);
-  // The call only enqueued work on `stream` (and host-waited on its own staging copies).
-  agree(cudaStreamSynchronize(stream) == cudaSuccess && d_o.download(o.data()) &&
-                d_lse.download(lse.ref().data)
-            ? RINGATTN_SUCCESS
-            : RINGATTN_ERROR_CUDA,
-        "forward download", &r);
-  std::vector<double> lo = o.values(), ll = lse.values(), ldq, ldk, ldv;
-  if (c.backward && r.ok) {
-    HostTensor dout(c.dtype, B, n, c.hq, c.d, c.head_pad), dq(c.dtype, B, n, c.hq, c.d, c.head_pad),
-        dk(c.dtype, B, n, c.hkv, c.d, c.head_pad), dv(c.dtype, B, n, c.hkv, c.d, c.head_pad);
-    dout.fill(take_rows(in.dout, B, rows, c.hq * c.d, idx));
-    dq.poison();
-    dk.poison();
-    dv.poison();
-    DeviceBuffer d_do(dout.data(), bq), d_dq(dq.data(), bq), d_dk(dk.data(), bk),
-        d_dv(dv.data(), bk);
-    agree(d_do.ok() && d_dq.ok() && d_dk.ok() && d_dv.ok() ? RINGATTN_SUCCESS : RINGATTN_ERROR_CUDA,
-          "device upload", &r);
-    if (!r.ok) return r;
-    ringattn_tensor_t tdo = desc(d_do.get(), c, B, n, c.hq), tdq = desc(d_dq.get(), c, B, n, c.hq),
-                      tdk = desc(d_dk.get(), c, B, n, c.hkv),
-                      tdv = desc(d_dv.get(), c, B, n, c.hkv);
-    agree(ringattn_ring_backward(ctx, &tq, &tk, &tv, &to, &tl, &tdo, &tdq, &tdk, &tdv, &params,
-                                 stream),
-          "backward", &r);
-    agree(cudaStreamSynchronize(stream) == cudaSuccess && d_dq.download(dq.data()) &&
-                  d_dk.download(dk.data()) && d_dv.download(dv.data())
-              ? RINGATTN_SUCCESS
-              : RINGATTN_ERROR_CUDA,
-          "backward download", &r);
-    ldq = dq.values();
-    ldk = dk.values();
-    ldv = dv.values();
-  }
-  assemble_global(c, lo, ll, ldq, ldk, ldv, MPI_COMM_WORLD, &r);
-  return r;
 }
 
 TEST(RingCudaContext, WithoutADeviceCreationFailsCleanlyOnEveryRank) {
@@ -294,7 +214,11 @@ TEST_P(RingCuda, DeviceBuffersMatchFloat64ReferenceOfTheWholeSequence) {
   const uint64_t seed = shared_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   const RingInputs in = make_inputs(c, seed);
-  const RingResult r = run_ring_cuda(c, in, ctx, stream);
+  RingResult r;
+  {
+    DevicePlacement on_device(stream);
+    r = run_ring(c, in, ctx, MPI_COMM_WORLD, &on_device);
+  }
   EXPECT_TRUE(check_against_reference(c, in, r, MPI_COMM_WORLD));
   ringattn_context_destroy(ctx);
   destroy_nccl(nccl);
