@@ -23,13 +23,10 @@ RowStatRef offset_rows(const RowStatRef& t, int64_t row0) {
 
 RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
                          int32_t chunks, bool capturable)
-    : transport_(std::move(transport)),
-      backend_(backend),
-      chunks_(chunks),
-      capturable_(capturable) {
+    : transport_(std::move(transport)), backend_(backend), chunks_(chunks) {
   chunk_ex_.resize(static_cast<size_t>(chunks_));
   chunk_init_.resize(static_cast<size_t>(chunks_));
-  if (!capturable_) timer_ = backend_->make_timer();
+  if (!capturable) timer_ = backend_->make_timer();
 }
 
 double RingContext::device_compute_seconds() { return timer_ ? timer_->seconds() : 0.0; }

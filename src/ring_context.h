@@ -105,7 +105,6 @@ class RingContext {
   std::unique_ptr<comm::Transport> transport_;
   Backend* backend_;
   int32_t chunks_;
-  bool capturable_;
   std::unique_ptr<ComputeTimer> timer_;  // CUDA events around backend calls (not when capturable)
   void* call_stream_ = nullptr;          // the stream of the call in progress
   RingPlan plan_;
