@@ -46,15 +46,20 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int q_valid = static_cast<int>(p.sq - q0 < kBM ? p.sq - q0 : kBM);
   load_tile_async<kBM, kD, kThreads>(sQ, gQ, p.q.ss, q_valid, tid);
-  // The query tile's summary lives in shared memory, not in registers (all are taken by the
-  // accumulators); the first read of it follows the loop's first barrier.
+  // The query tile's summary and the end of its key tile span live in shared memory, not in
+  // registers (all are taken by the accumulators); the first read follows the loop's first barrier.
   __shared__ TileRange s_qr;
+  __shared__ int64_t s_k_end;
   TileClass cls;
   int64_t j;
   {
     const TileRange qr = query_tile_range(qmap, p.sq, q0, kBM);
-    if (tid == 0) s_qr = qr;
-    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, 0, &cls);
+    const IndexSpan span = key_tile_span(p.mask, qr, kmap, p.sk, kBN);
+    if (tid == 0) {
+      s_qr = qr;
+      s_k_end = span.end;
+    }
+    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, span.begin, span.end, &cls);
   }
   if (j < num_k) {
     const int64_t k0 = j * kBN;
@@ -145,7 +150,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 
     __syncthreads();  // every warp is done with sK
     TileClass cls_next;
-    const int64_t jn = next_visible_key_tile(p.mask, s_qr, kmap, p.sk, kBN, j + 1, &cls_next);
+    const int64_t jn =
+        next_visible_key_tile(p.mask, s_qr, kmap, p.sk, kBN, j + 1, s_k_end, &cls_next);
     if (jn < num_k) {
       const int64_t kn0 = jn * kBN;
       load_tile_async<kBN, kD, kThreads>(sK, gK + kn0 * p.k.ss, p.k.ss,

@@ -97,52 +97,166 @@ TEST(CudaTiling, ContiguousCausalDiagonalIsTheOnlyPartialTile) {
       kTilePartial);
 }
 
-TEST(CudaTiling, NextVisibleTileSkipsExactlyTheHiddenTiles) {
+TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairOnceInOrder) {
   for (const auto& pr : block_pairs()) {
     for (const MaskSpec& m : masks()) {
       const int64_t sq = pr.first.rows(), sk = pr.second.rows(), bm = 64, bn = 64;
+      const int64_t num_q = cuda::ceil_div(sq, bm), num_k = cuda::ceil_div(sk, bn);
       for (int64_t q0 = 0; q0 < sq; q0 += bm) {
         std::vector<int64_t> walked;
         for (int64_t j = cuda::next_visible_key_tile(m, pr.first.map(), sq, q0, bm, pr.second.map(),
                                                      sk, bn, 0);
-             j < cuda::ceil_div(sk, bn);
-             j = cuda::next_visible_key_tile(m, pr.first.map(), sq, q0, bm, pr.second.map(), sk, bn,
-                                             j + 1)) {
+             j < num_k; j = cuda::next_visible_key_tile(m, pr.first.map(), sq, q0, bm,
+                                                        pr.second.map(), sk, bn, j + 1)) {
+          ASSERT_TRUE(walked.empty() || j > walked.back());
+          ASSERT_NE(classify_block(m, pr.first.map(), sq, q0, bm, pr.second.map(), sk, j * bn, bn),
+                    kTileHidden);
           walked.push_back(j);
         }
-        std::vector<int64_t> want;
-        for (int64_t j = 0; j < cuda::ceil_div(sk, bn); ++j) {
-          if (classify_block(m, pr.first.map(), sq, q0, bm, pr.second.map(), sk, j * bn, bn) !=
-              kTileHidden) {
-            want.push_back(j);
-          }
-          // Every tile left out must hold no visible pair.
-          if (std::find(want.begin(), want.end(), j) == want.end()) {
-            ASSERT_FALSE(brute(m, pr.first, q0, bm, pr.second, j * bn, bn).any);
+        // Every tile left out holds no visible pair; every tile with one is walked.
+        for (int64_t j = 0; j < num_k; ++j) {
+          if (std::find(walked.begin(), walked.end(), j) == walked.end()) {
+            ASSERT_FALSE(brute(m, pr.first, q0, bm, pr.second, j * bn, bn).any)
+                << "q0=" << q0 << " j=" << j;
           }
         }
-        EXPECT_EQ(walked, want);
       }
       // The backward's walk over query tiles for one key tile.
       for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-        int64_t count = 0;
+        std::vector<int64_t> walked;
         for (int64_t i = cuda::next_visible_query_tile(m, pr.first.map(), sq, bm, pr.second.map(),
                                                        sk, k0, bn, 0);
-             i < cuda::ceil_div(sq, bm);
-             i = cuda::next_visible_query_tile(m, pr.first.map(), sq, bm, pr.second.map(), sk, k0,
-                                               bn, i + 1)) {
+             i < num_q; i = cuda::next_visible_query_tile(m, pr.first.map(), sq, bm,
+                                                          pr.second.map(), sk, k0, bn, i + 1)) {
+          ASSERT_TRUE(walked.empty() || i > walked.back());
           ASSERT_NE(classify_block(m, pr.first.map(), sq, i * bm, bm, pr.second.map(), sk, k0, bn),
                     kTileHidden);
-          ++count;
+          walked.push_back(i);
         }
-        int64_t any = 0;
-        for (int64_t i = 0; i < cuda::ceil_div(sq, bm); ++i) {
-          any += brute(m, pr.first, i * bm, bm, pr.second, k0, bn).any ? 1 : 0;
+        for (int64_t i = 0; i < num_q; ++i) {
+          if (std::find(walked.begin(), walked.end(), i) == walked.end()) {
+            ASSERT_FALSE(brute(m, pr.first, i * bm, bm, pr.second, k0, bn).any)
+                << "k0=" << k0 << " i=" << i;
+          }
         }
-        EXPECT_GE(count, any);
       }
     }
   }
+}
+
+// Brute force of rows_with_positions: the exact set's hull.
+cuda::IndexSpan brute_rows(const PosBlock& blk, int64_t rows, bool only_seq, int64_t seq,
+                           bool has_lo, int64_t lo, bool has_hi, int64_t hi) {
+  const RowPositions p = blk.positions();
+  cuda::IndexSpan h{0, 0};
+  for (int64_t r = 0; r < rows; ++r) {
+    const bool in = (!only_seq || p.seq[r] == seq) && (!has_lo || p.pos[r] >= lo) &&
+                    (!has_hi || p.pos[r] <= hi);
+    if (!in) continue;
+    if (h.begin >= h.end) h.begin = r;
+    h.end = r + 1;
+  }
+  return h;
+}
+
+TEST(CudaTiling, RowsWithPositionsIsTheHullOfTheQualifyingRows) {
+  std::vector<PosBlock> blocks = {run_block(100),
+                                  run_block(50, 1000, 3),
+                                  run_block(40, 500, -7),
+                                  run_block(9, 42, 0),
+                                  shard_block(kZigzag, 1000, 4, 1),
+                                  shard_block(kStriped, 1000, 3, 2),
+                                  packed_block({7, 129, 60, 1, 33}),
+                                  join(run_block(30, 200, -2, 1), run_block(25, 0, 5, 1))};
+  std::mt19937 gen(11);
+  for (const PosBlock& blk : blocks) {
+    const RowPositions p = blk.positions();
+    const int64_t pmin = *std::min_element(p.pos.begin(), p.pos.end());
+    const int64_t pmax = *std::max_element(p.pos.begin(), p.pos.end());
+    std::uniform_int_distribution<int64_t> pos(pmin - 20, pmax + 20);
+    std::uniform_int_distribution<int64_t> rows(0, blk.rows());
+    for (int t = 0; t < 400; ++t) {
+      int64_t lo = pos(gen), hi = pos(gen);
+      if (t % 7 == 0) std::swap(lo, hi);  // empty position ranges too
+      const bool has_lo = t % 3 != 0, has_hi = t % 5 != 0, only_seq = t % 2 == 0;
+      const int64_t seq = t % 4 == 0 ? 1 : 0, n = t % 6 == 0 ? rows(gen) : blk.rows();
+      const cuda::IndexSpan got =
+          cuda::rows_with_positions(blk.map(), n, only_seq, seq, has_lo, lo, has_hi, hi);
+      const cuda::IndexSpan want = brute_rows(blk, n, only_seq, seq, has_lo, lo, has_hi, hi);
+      if (want.begin >= want.end) {
+        ASSERT_GE(got.begin, got.end) << "t=" << t;
+      } else {
+        ASSERT_EQ(got.begin, want.begin) << "t=" << t;
+        ASSERT_EQ(got.end, want.end) << "t=" << t;
+      }
+    }
+  }
+}
+
+TEST(CudaTiling, TileSpansHoldEveryVisiblePair) {
+  for (const auto& pr : block_pairs()) {
+    for (const MaskSpec& m : masks()) {
+      const PosBlock &qb = pr.first, &kb = pr.second;
+      const int64_t sq = qb.rows(), sk = kb.rows();
+      for (int64_t bm : {16, 64, 128}) {
+        for (int64_t bn : {32, 64}) {
+          for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+            const cuda::IndexSpan span = cuda::key_tile_span(
+                m, cuda::query_tile_range(qb.map(), sq, q0, bm), kb.map(), sk, bn);
+            for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+              if (k0 / bn < span.begin || k0 / bn >= span.end) {
+                ASSERT_FALSE(brute(m, qb, q0, bm, kb, k0, bn).any) << "q0=" << q0 << " k0=" << k0;
+              }
+            }
+          }
+          for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+            const int64_t kn = std::min(bn, sk - k0);
+            const cuda::IndexSpan span =
+                cuda::query_tile_span(m, tile_range(kb.map(), k0, kn), qb.map(), sq, bm);
+            for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+              if (q0 / bm < span.begin || q0 / bm >= span.end) {
+                ASSERT_FALSE(brute(m, qb, q0, bm, kb, k0, bn).any) << "q0=" << q0 << " k0=" << k0;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaTiling, CausalAndWindowWalksStopAtTheBandOfTheMask) {
+  // Single-process causal attention at S = 8192 with the forward's 128 x 64 tiles: query tile i
+  // reaches key tiles [0, 2i + 2) and no further, so the walk classifies no tile past the diagonal.
+  const PosBlock b = run_block(8192);
+  const MaskSpec causal = make_mask_spec(true, -1, -1);
+  for (int64_t i = 0; i < 64; ++i) {
+    const cuda::IndexSpan s = cuda::key_tile_span(
+        causal, cuda::query_tile_range(b.map(), 8192, i * 128, 128), b.map(), 8192, 64);
+    ASSERT_EQ(s.begin, 0);
+    ASSERT_EQ(s.end, 2 * i + 2);
+  }
+  // The dK/dV walk of key tile j (64 keys, 64-row query tiles) starts at the diagonal.
+  for (int64_t j = 0; j < 128; ++j) {
+    const cuda::IndexSpan s =
+        cuda::query_tile_span(causal, tile_range(b.map(), j * 64, 64), b.map(), 8192, 64);
+    ASSERT_EQ(s.begin, j);
+    ASSERT_EQ(s.end, 128);
+  }
+  // A sliding window of 256 to the left: query tile i (rows 128i .. 128i + 127) reaches keys
+  // 128i - 256 .. 128i + 127.
+  const MaskSpec window = make_mask_spec(true, 256, -1);
+  for (int64_t i = 0; i < 64; ++i) {
+    const cuda::IndexSpan s = cuda::key_tile_span(
+        window, cuda::query_tile_range(b.map(), 8192, i * 128, 128), b.map(), 8192, 64);
+    ASSERT_EQ(s.begin, std::max<int64_t>(0, 2 * i - 4));
+    ASSERT_EQ(s.end, 2 * i + 2);
+  }
+  // Keys of another sequence are no candidates at all.
+  const PosBlock other = run_block(512, 0, 1, 7);
+  const cuda::IndexSpan none = cuda::key_tile_span(
+      causal, cuda::query_tile_range(b.map(), 8192, 0, 128), other.map(), 512, 64);
+  EXPECT_GE(none.begin, none.end);
 }
 
 TEST(CudaTiling, SwizzleIsABijectionAndLdmatrixPhasesAreConflictFree) {
