@@ -204,20 +204,20 @@ __global__ void __launch_bounds__(kWarps * 32)
       k_valid > 0 ? tile_range(kmap, k0, k_valid) : TileRange{-1, true, 0, -1, true};
   const bool k_ragged = k_valid < kBN;
   int hh = 0;
-  // The end of the key tile's query tile span lives in shared memory (registers are scarce).
-  __shared__ int64_t s_q_end;
+  // The key tile's walk over query tiles lives in shared memory (registers are scarce).
+  __shared__ TileWalk s_walk;
   TileClass cls;
   int64_t i;
   {
-    const IndexSpan span = query_tile_span(p.mask, kr, qmap, p.sq, kBM);
-    if (tid == 0) s_q_end = span.end;
-    i = next_visible_query_tile(p.mask, qmap, p.sq, kBM, kr, k_ragged, span.begin, span.end, &cls);
+    const TileWalk walk = query_tile_walk(p.mask, kr, k_ragged, qmap, p.sq, kBM);
+    if (tid == 0) s_walk = walk;
+    i = next_visible_query_tile(p.mask, qmap, p.sq, kBM, kr, k_ragged, 0, walk, &cls);
   }
   const int64_t first_i = i;
   const TileClass first_cls = cls;
   if (i < num_q) load_stage(0, hk * p.group, i);
   cp_async_commit();
-  __syncthreads();  // s_q_end is visible to the loop's first walk
+  __syncthreads();  // s_walk is visible to the loop's first walk
 
   float acc_dv[kWantDv ? kDB : 1][4], acc_dk[kWantDk ? kDB : 1][4];
   zero(acc_dv);
@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     int hn = hh;
     TileClass cls_next;
     int64_t in =
-        next_visible_query_tile(p.mask, qmap, p.sq, kBM, kr, k_ragged, i + 1, s_q_end, &cls_next);
+        next_visible_query_tile(p.mask, qmap, p.sq, kBM, kr, k_ragged, i + 1, s_walk, &cls_next);
     if (in >= num_q && hh + 1 < p.group) {
       hn = hh + 1;
       in = first_i;
@@ -335,17 +335,17 @@ __global__ void __launch_bounds__(kWarps * 32)
     load_tile_async<kBN, kD, kThreads>(sV + st * kBN * kD, gV + k0 * p.v.ss, p.v.ss, kv, tid);
   };
   const TileRange qr = query_tile_range(qmap, p.sq, q0, kBM);
-  __shared__ int64_t s_k_end;  // end of the query tile's key tile span (registers are scarce)
+  __shared__ TileWalk s_walk;  // the query tile's walk over key tiles (registers are scarce)
   TileClass cls;
   int64_t j;
   {
-    const IndexSpan span = key_tile_span(p.mask, qr, kmap, p.sk, kBN);
-    if (tid == 0) s_k_end = span.end;
-    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, span.begin, span.end, &cls);
+    const TileWalk walk = key_tile_walk(p.mask, qr, kmap, p.sk, kBN);
+    if (tid == 0) s_walk = walk;
+    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, 0, walk, &cls);
   }
   if (j < num_k) load_stage(0, j);
   cp_async_commit();
-  __syncthreads();  // s_k_end is visible to the loop's first walk
+  __syncthreads();  // s_walk is visible to the loop's first walk
 
   const int slab = warp * 16;
   float lse2[2], dlt[2];
@@ -365,8 +365,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   int st = 0;
   while (j < num_k) {
     TileClass cls_next;
-    const int64_t jn =
-        next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, j + 1, s_k_end, &cls_next);
+    const int64_t jn = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, j + 1, s_walk, &cls_next);
     if (jn < num_k) load_stage(st ^ 1, jn);
     cp_async_commit();
     cp_async_wait<1>();

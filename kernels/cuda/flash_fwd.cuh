@@ -46,20 +46,20 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int q_valid = static_cast<int>(p.sq - q0 < kBM ? p.sq - q0 : kBM);
   load_tile_async<kBM, kD, kThreads>(sQ, gQ, p.q.ss, q_valid, tid);
-  // The query tile's summary and the end of its key tile span live in shared memory, not in
-  // registers (all are taken by the accumulators); the first read follows the loop's first barrier.
+  // The query tile's summary and its walk over key tiles live in shared memory, not in registers
+  // (all are taken by the accumulators); the first read follows the loop's first barrier.
   __shared__ TileRange s_qr;
-  __shared__ int64_t s_k_end;
+  __shared__ TileWalk s_walk;
   TileClass cls;
   int64_t j;
   {
     const TileRange qr = query_tile_range(qmap, p.sq, q0, kBM);
-    const IndexSpan span = key_tile_span(p.mask, qr, kmap, p.sk, kBN);
+    const TileWalk walk = key_tile_walk(p.mask, qr, kmap, p.sk, kBN);
     if (tid == 0) {
       s_qr = qr;
-      s_k_end = span.end;
+      s_walk = walk;
     }
-    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, span.begin, span.end, &cls);
+    j = next_visible_key_tile(p.mask, qr, kmap, p.sk, kBN, 0, walk, &cls);
   }
   if (j < num_k) {
     const int64_t k0 = j * kBN;
@@ -83,13 +83,16 @@ __global__ void __launch_bounds__(kWarps * 32)
   const float sl2 = p.scale_log2;
   const int warp_row0 = warp * kMT * 16;
 
+  // Two barriers per key tile. The first makes K_j visible and frees sV (every warp is past
+  // the previous P V); V_j then loads while S = Q K_j^T runs. The second makes V_j visible and
+  // frees sK; the next visible K tile then loads during the softmax and O += P V_j.
   while (j < num_k) {
     const int64_t k0 = j * kBN;
     const int k_valid = static_cast<int>(p.sk - k0 < kBN ? p.sk - k0 : kBN);
+    cp_async_wait<0>();  // Q and K_j have landed
+    __syncthreads();
     load_tile_async<kBN, kD, kThreads>(sV, gV + k0 * p.v.ss, p.v.ss, k_valid, tid);
     cp_async_commit();
-    cp_async_wait<1>();  // Q and K_j have landed; V_j may still be in flight
-    __syncthreads();
 
     float acc_s[kMT][kNB][4];
 #pragma unroll
@@ -148,10 +151,11 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
 
-    __syncthreads();  // every warp is done with sK
+    cp_async_wait<0>();  // V_j has landed
+    __syncthreads();     // ... for every thread, and every warp is done with sK
     TileClass cls_next;
     const int64_t jn =
-        next_visible_key_tile(p.mask, s_qr, kmap, p.sk, kBN, j + 1, s_k_end, &cls_next);
+        next_visible_key_tile(p.mask, s_qr, kmap, p.sk, kBN, j + 1, s_walk, &cls_next);
     if (jn < num_k) {
       const int64_t kn0 = jn * kBN;
       load_tile_async<kBN, kD, kThreads>(sK, gK + kn0 * p.k.ss, p.k.ss,
@@ -194,8 +198,6 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
 
-    cp_async_wait<1>();  // V_j has landed; the next K may still be in flight
-    __syncthreads();
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
       uint32_t a[kMT][4];
@@ -218,7 +220,6 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
       }
     }
-    __syncthreads();  // every warp is done with sV before the next V load
     j = jn;
     cls = cls_next;
   }

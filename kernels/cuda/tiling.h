@@ -72,87 +72,118 @@ struct IndexSpan {
   int64_t begin, end;
 };
 
-// Hull of the rows among the first `rows` of `map` whose position lies in [pos_lo, pos_hi]
-// (a bound with has_* false is unbounded) and, when only_seq, whose sequence is `seq`. Rows
-// outside the hull are certainly outside that set. O(num_runs).
-RINGATTN_HD IndexSpan rows_with_positions(const PosMap& map, int64_t rows, bool only_seq,
-                                          int64_t seq, bool has_lo, int64_t pos_lo, bool has_hi,
-                                          int64_t pos_hi) {
-  IndexSpan h{0, 0};  // runs come in row order: the first qualifying run sets begin, the last end
+// A closed range of positions [lo, hi]; a bound with has_* false is unbounded.
+struct PosBand {
+  bool has_lo;
+  int64_t lo;
+  bool has_hi;
+  int64_t hi;
+};
+
+// Rows [begin, end) among the first n rows of run r whose positions lie in the band (row t has
+// position start + t * stride, so they are consecutive).
+RINGATTN_HD IndexSpan run_rows_in_band(const PosRun& r, int64_t n, const PosBand& b) {
+  int64_t lo = 0, hi = n;
+  if (r.stride == 1) {  // contiguous and zigzag shards: no division
+    if (b.has_lo) lo = max_i64(lo, b.lo - r.start);
+    if (b.has_hi) hi = min_i64(hi, b.hi - r.start + 1);
+  } else if (r.stride > 0) {
+    if (b.has_lo) lo = max_i64(lo, ceil_div_signed(b.lo - r.start, r.stride));
+    if (b.has_hi) hi = min_i64(hi, floor_div(b.hi - r.start, r.stride) + 1);
+  } else if (r.stride < 0) {
+    if (b.has_hi) lo = max_i64(lo, ceil_div_signed(r.start - b.hi, -r.stride));
+    if (b.has_lo) hi = min_i64(hi, floor_div(r.start - b.lo, -r.stride) + 1);
+  } else if ((b.has_lo && r.start < b.lo) || (b.has_hi && r.start > b.hi)) {
+    hi = 0;
+  }
+  return IndexSpan{lo, hi};
+}
+
+// The tiles a kernel's walk visits for one tile of the other side (summarized by `other`), and
+// among them the tiles it need not classify:
+// - tiles outside [begin, end) hold no visible pair, so the walk neither classifies nor loads the
+//   hidden tiles before and after the mask's band (the far side of the causal diagonal, the
+//   outside of a window);
+// - tiles inside [full_begin, full_end) are full (every pair visible, no ragged rows): the walk
+//   takes them without classification, which leaves the mask arithmetic of a walk to the few
+//   tiles along the band's edges.
+struct TileWalk {
+  int64_t begin, end;
+  int64_t full_begin, full_end;
+};
+
+// Walk over the tiles (of `tile` rows) of the first `rows` rows of `map`. A row of the map may
+// be visible to some row of `other` only if its position lies in `any` (and its sequence is
+// other's, when other is uniform), and is visible to every row of `other` if its position lies
+// in `all` and its sequence is other's. full_ok = false: no tile is claimed full.
+RINGATTN_HD TileWalk make_tile_walk(const PosMap& map, int64_t rows, int64_t tile,
+                                    const TileRange& other, const PosBand& any, const PosBand& all,
+                                    bool full_ok) {
+  TileWalk w{0, 0, 0, 0};
+  if (other.empty) return w;
+  IndexSpan hull{0,
+                 0};  // runs come in row order: the first qualifying run sets begin, the last end
   int64_t base = 0;
   for (int32_t i = 0; i < map.num_runs && base < rows; ++i) {
     const PosRun& r = map.runs[i];
-    int64_t lo = 0, hi = min_i64(r.count, rows - base);  // rows [lo, hi) of the run that qualify
-    if (only_seq && r.seq != seq) hi = 0;
-    // Row t of the run has position start + t * stride; solve the bounds for t.
-    if (r.stride == 1) {  // contiguous and zigzag shards: no division
-      if (has_lo) lo = max_i64(lo, pos_lo - r.start);
-      if (has_hi) hi = min_i64(hi, pos_hi - r.start + 1);
-    } else if (r.stride > 0) {
-      if (has_lo) lo = max_i64(lo, ceil_div_signed(pos_lo - r.start, r.stride));
-      if (has_hi) hi = min_i64(hi, floor_div(pos_hi - r.start, r.stride) + 1);
-    } else if (r.stride < 0) {
-      if (has_hi) lo = max_i64(lo, ceil_div_signed(r.start - pos_hi, -r.stride));
-      if (has_lo) hi = min_i64(hi, floor_div(r.start - pos_lo, -r.stride) + 1);
-    } else if ((has_lo && r.start < pos_lo) || (has_hi && r.start > pos_hi)) {
-      hi = 0;
-    }
-    if (lo < hi) {
-      if (h.begin >= h.end) h.begin = base + lo;
-      h.end = base + hi;
+    const int64_t n = min_i64(r.count, rows - base);
+    if (!other.uniform || r.seq == other.seq) {
+      const IndexSpan a = run_rows_in_band(r, n, any);
+      if (a.begin < a.end) {
+        if (hull.begin >= hull.end) hull.begin = base + a.begin;
+        hull.end = base + a.end;
+      }
+      if (full_ok && other.uniform) {
+        // Whole tiles inside one run's all-visible rows; the longest such stretch is kept.
+        const IndexSpan f = run_rows_in_band(r, n, all);
+        if (f.begin < f.end) {
+          const int64_t fb = ceil_div(base + f.begin, tile), fe = (base + f.end) / tile;
+          if (fe - fb > w.full_end - w.full_begin) {
+            w.full_begin = fb;
+            w.full_end = fe;
+          }
+        }
+      }
     }
     base += r.count;
   }
-  return h;
+  if (hull.begin < hull.end) {
+    w.begin = hull.begin / tile;
+    w.end = ceil_div(hull.end, tile);
+  }
+  return w;
 }
 
-// Key rows of kmap (its first sk) that some query of the summarized tile may see: positions in
-// [pos_min - left, pos_max + right] of the tile's sequence (any sequence if the tile spans
-// several). Every key row outside is hidden from every row of the tile.
-RINGATTN_HD IndexSpan candidate_key_rows(const MaskSpec& m, const TileRange& qr, const PosMap& kmap,
-                                         int64_t sk) {
-  if (qr.empty) return IndexSpan{0, 0};
-  return rows_with_positions(kmap, sk, qr.uniform, qr.seq, m.left >= 0, qr.pos_min - m.left,
-                             m.right >= 0, qr.pos_max + m.right);
+// The forward's and the dQ pass's walk over key tiles for a query tile: a key at position k is
+// visible to a query at q iff q - left <= k <= q + right (same sequence). A ragged last key tile
+// is never full (its column bound must be applied).
+RINGATTN_HD TileWalk key_tile_walk(const MaskSpec& m, const TileRange& qr, const PosMap& kmap,
+                                   int64_t sk, int64_t bn) {
+  const bool l = m.left >= 0, r = m.right >= 0;
+  return make_tile_walk(kmap, sk, bn, qr, PosBand{l, qr.pos_min - m.left, r, qr.pos_max + m.right},
+                        PosBand{l, qr.pos_max - m.left, r, qr.pos_min + m.right}, true);
 }
 
-// Query rows of qmap (its first sq) that may see some key of the summarized tile: positions in
-// [pos_min - right, pos_max + left] (q - left <= k <= q + right, solved for q).
-RINGATTN_HD IndexSpan candidate_query_rows(const MaskSpec& m, const TileRange& kr,
-                                           const PosMap& qmap, int64_t sq) {
-  if (kr.empty) return IndexSpan{0, 0};
-  return rows_with_positions(qmap, sq, kr.uniform, kr.seq, m.right >= 0, kr.pos_min - m.right,
-                             m.left >= 0, kr.pos_max + m.left);
+// The dK/dV pass's walk over query tiles for a key tile (k_ragged: it runs past sk, so no query
+// tile is full against it): k - right <= q <= k + left.
+RINGATTN_HD TileWalk query_tile_walk(const MaskSpec& m, const TileRange& kr, bool k_ragged,
+                                     const PosMap& qmap, int64_t sq, int64_t bm) {
+  const bool l = m.left >= 0, r = m.right >= 0;
+  return make_tile_walk(qmap, sq, bm, kr, PosBand{r, kr.pos_min - m.right, l, kr.pos_max + m.left},
+                        PosBand{r, kr.pos_max - m.right, l, kr.pos_min + m.left}, !k_ragged);
 }
 
-// Tiles of `tile` rows that meet a span of rows.
-RINGATTN_HD IndexSpan tiles_of_rows(const IndexSpan& rows, int64_t tile) {
-  if (rows.begin >= rows.end) return IndexSpan{0, 0};
-  return IndexSpan{rows.begin / tile, ceil_div(rows.end, tile)};
-}
-
-// The key tiles a query tile's walk visits: every tile outside holds no visible pair, so the
-// walk neither loads nor classifies the hidden tiles before and after the mask's band (the far
-// side of the causal diagonal, the outside of a window).
-RINGATTN_HD IndexSpan key_tile_span(const MaskSpec& m, const TileRange& qr, const PosMap& kmap,
-                                    int64_t sk, int64_t bn) {
-  return tiles_of_rows(candidate_key_rows(m, qr, kmap, sk), bn);
-}
-
-// The query tiles a key tile's walk (the backward's dK/dV pass) visits.
-RINGATTN_HD IndexSpan query_tile_span(const MaskSpec& m, const TileRange& kr, const PosMap& qmap,
-                                      int64_t sq, int64_t bm) {
-  return tiles_of_rows(candidate_query_rows(m, kr, qmap, sq), bm);
-}
-
-// First key tile index in [from, end) (end <= ceil(sk / bn), the end of key_tile_span) that is
-// not hidden for the summarized query tile, and its class; ceil(sk / bn) if none. The kernels
-// keep the class for the next iteration, so each tile is classified once. Uniform over a CTA:
-// every thread computes the same value.
+// First key tile index >= from of the walk that is not hidden for the summarized query tile, and
+// its class; ceil(sk / bn) if none. The kernels keep the class for the next iteration, so each
+// tile is classified at most once. Uniform over a CTA: every thread computes the same value.
 RINGATTN_HD int64_t next_visible_key_tile(const MaskSpec& m, const TileRange& qr,
                                           const PosMap& kmap, int64_t sk, int64_t bn, int64_t from,
-                                          int64_t end, TileClass* cls) {
-  for (int64_t j = from; j < end; ++j) {
+                                          const TileWalk& w, TileClass* cls) {
+  for (int64_t j = max_i64(from, w.begin); j < w.end; ++j) {
+    if (j >= w.full_begin && j < w.full_end) {
+      *cls = kTileFull;
+      return j;
+    }
     const TileClass c = classify_key_tile(m, qr, kmap, sk, j * bn, bn);
     if (c != kTileHidden) {
       *cls = c;
@@ -163,23 +194,25 @@ RINGATTN_HD int64_t next_visible_key_tile(const MaskSpec& m, const TileRange& qr
   return ceil_div(sk, bn);
 }
 
+// The same from scratch, for host code and tests.
 RINGATTN_HD int64_t next_visible_key_tile(const MaskSpec& m, const PosMap& qmap, int64_t sq,
                                           int64_t q0, int64_t bm, const PosMap& kmap, int64_t sk,
-                                          int64_t bn, int64_t from) {
+                                          int64_t bn, int64_t from, TileClass* cls) {
   const TileRange qr = query_tile_range(qmap, sq, q0, bm);
-  const IndexSpan span = key_tile_span(m, qr, kmap, sk, bn);
-  TileClass c;
-  return next_visible_key_tile(m, qr, kmap, sk, bn, max_i64(from, span.begin), span.end, &c);
+  return next_visible_key_tile(m, qr, kmap, sk, bn, from, key_tile_walk(m, qr, kmap, sk, bn), cls);
 }
 
 // The backward's walk for one key tile (summarized by kr; k_ragged when it runs past sk) over
-// query tiles of bm rows: the first query tile index in [from, end) (end from query_tile_span)
-// that is not hidden, and its class; ceil(sq / bm) if none.
+// query tiles of bm rows: the first query tile index >= from of the walk that is not hidden, and
+// its class; ceil(sq / bm) if none.
 RINGATTN_HD int64_t next_visible_query_tile(const MaskSpec& m, const PosMap& qmap, int64_t sq,
                                             int64_t bm, const TileRange& kr, bool k_ragged,
-                                            int64_t from, int64_t end, TileClass* cls) {
-  const int64_t num_q = ceil_div(sq, bm);
-  for (int64_t i = from; i < end; ++i) {
+                                            int64_t from, const TileWalk& w, TileClass* cls) {
+  for (int64_t i = max_i64(from, w.begin); i < w.end; ++i) {
+    if (i >= w.full_begin && i < w.full_end) {
+      *cls = kTileFull;
+      return i;
+    }
     const TileRange qr = query_tile_range(qmap, sq, i * bm, bm);
     TileClass c = kr.empty ? kTileHidden : classify_tile(m, qr, kr);
     if (c == kTileFull && k_ragged) c = kTilePartial;
@@ -189,18 +222,17 @@ RINGATTN_HD int64_t next_visible_query_tile(const MaskSpec& m, const PosMap& qma
     }
   }
   *cls = kTileHidden;
-  return num_q;
+  return ceil_div(sq, bm);
 }
 
+// The same from scratch, for host code and tests.
 RINGATTN_HD int64_t next_visible_query_tile(const MaskSpec& m, const PosMap& qmap, int64_t sq,
                                             int64_t bm, const PosMap& kmap, int64_t sk, int64_t k0,
-                                            int64_t bn, int64_t from) {
+                                            int64_t bn, int64_t from, TileClass* cls) {
   const int64_t kn = k0 + bn <= sk ? bn : sk - k0;
   const TileRange kr = kn > 0 ? tile_range(kmap, k0, kn) : TileRange{-1, true, 0, -1, true};
-  const IndexSpan span = query_tile_span(m, kr, qmap, sq, bm);
-  TileClass c;
-  return next_visible_query_tile(m, qmap, sq, bm, kr, kn < bn, max_i64(from, span.begin), span.end,
-                                 &c);
+  return next_visible_query_tile(m, qmap, sq, bm, kr, kn < bn, from,
+                                 query_tile_walk(m, kr, kn < bn, qmap, sq, bm), cls);
 }
 
 // Position lookups that skip the run search when a map is one run (contiguous and striped

@@ -97,46 +97,56 @@ TEST(CudaTiling, ContiguousCausalDiagonalIsTheOnlyPartialTile) {
       kTilePartial);
 }
 
-TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairOnceInOrder) {
+// The walks' claims against brute force: every tile with a visible pair is walked, in order and
+// once; a tile walked as full has every in-range pair visible and no ragged key column.
+TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairAndClaimFullOnlyWhenTrue) {
   for (const auto& pr : block_pairs()) {
     for (const MaskSpec& m : masks()) {
-      const int64_t sq = pr.first.rows(), sk = pr.second.rows(), bm = 64, bn = 64;
-      const int64_t num_q = cuda::ceil_div(sq, bm), num_k = cuda::ceil_div(sk, bn);
-      for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-        std::vector<int64_t> walked;
-        for (int64_t j = cuda::next_visible_key_tile(m, pr.first.map(), sq, q0, bm, pr.second.map(),
-                                                     sk, bn, 0);
-             j < num_k; j = cuda::next_visible_key_tile(m, pr.first.map(), sq, q0, bm,
-                                                        pr.second.map(), sk, bn, j + 1)) {
-          ASSERT_TRUE(walked.empty() || j > walked.back());
-          ASSERT_NE(classify_block(m, pr.first.map(), sq, q0, bm, pr.second.map(), sk, j * bn, bn),
-                    kTileHidden);
-          walked.push_back(j);
-        }
-        // Every tile left out holds no visible pair; every tile with one is walked.
-        for (int64_t j = 0; j < num_k; ++j) {
-          if (std::find(walked.begin(), walked.end(), j) == walked.end()) {
-            ASSERT_FALSE(brute(m, pr.first, q0, bm, pr.second, j * bn, bn).any)
-                << "q0=" << q0 << " j=" << j;
+      const PosBlock &qb = pr.first, &kb = pr.second;
+      const int64_t sq = qb.rows(), sk = kb.rows();
+      for (int64_t bm : {16, 64, 128}) {
+        for (int64_t bn : {32, 64}) {
+          const int64_t num_q = cuda::ceil_div(sq, bm), num_k = cuda::ceil_div(sk, bn);
+          for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+            std::vector<int64_t> walked;
+            TileClass c;
+            for (int64_t j =
+                     cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk, bn, 0, &c);
+                 j < num_k; j = cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk,
+                                                            bn, j + 1, &c)) {
+              ASSERT_TRUE(walked.empty() || j > walked.back());
+              ASSERT_NE(c, kTileHidden);
+              if (c == kTileFull) {
+                ASSERT_TRUE(brute(m, qb, q0, bm, kb, j * bn, bn).all) << "q0=" << q0 << " j=" << j;
+              }
+              walked.push_back(j);
+            }
+            for (int64_t j = 0; j < num_k; ++j) {
+              if (std::find(walked.begin(), walked.end(), j) == walked.end()) {
+                ASSERT_FALSE(brute(m, qb, q0, bm, kb, j * bn, bn).any) << "q0=" << q0 << " j=" << j;
+              }
+            }
           }
-        }
-      }
-      // The backward's walk over query tiles for one key tile.
-      for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-        std::vector<int64_t> walked;
-        for (int64_t i = cuda::next_visible_query_tile(m, pr.first.map(), sq, bm, pr.second.map(),
-                                                       sk, k0, bn, 0);
-             i < num_q; i = cuda::next_visible_query_tile(m, pr.first.map(), sq, bm,
-                                                          pr.second.map(), sk, k0, bn, i + 1)) {
-          ASSERT_TRUE(walked.empty() || i > walked.back());
-          ASSERT_NE(classify_block(m, pr.first.map(), sq, i * bm, bm, pr.second.map(), sk, k0, bn),
-                    kTileHidden);
-          walked.push_back(i);
-        }
-        for (int64_t i = 0; i < num_q; ++i) {
-          if (std::find(walked.begin(), walked.end(), i) == walked.end()) {
-            ASSERT_FALSE(brute(m, pr.first, i * bm, bm, pr.second, k0, bn).any)
-                << "k0=" << k0 << " i=" << i;
+          // The backward's walk over query tiles for one key tile.
+          for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+            std::vector<int64_t> walked;
+            TileClass c;
+            for (int64_t i = cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0,
+                                                           bn, 0, &c);
+                 i < num_q; i = cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0,
+                                                              bn, i + 1, &c)) {
+              ASSERT_TRUE(walked.empty() || i > walked.back());
+              ASSERT_NE(c, kTileHidden);
+              if (c == kTileFull) {
+                ASSERT_TRUE(brute(m, qb, i * bm, bm, kb, k0, bn).all) << "k0=" << k0 << " i=" << i;
+              }
+              walked.push_back(i);
+            }
+            for (int64_t i = 0; i < num_q; ++i) {
+              if (std::find(walked.begin(), walked.end(), i) == walked.end()) {
+                ASSERT_FALSE(brute(m, qb, i * bm, bm, kb, k0, bn).any) << "k0=" << k0 << " i=" << i;
+              }
+            }
           }
         }
       }
@@ -144,56 +154,32 @@ TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairOnceInOrder) {
   }
 }
 
-// Brute force of rows_with_positions: the exact set's hull.
-cuda::IndexSpan brute_rows(const PosBlock& blk, int64_t rows, bool only_seq, int64_t seq,
-                           bool has_lo, int64_t lo, bool has_hi, int64_t hi) {
-  const RowPositions p = blk.positions();
-  cuda::IndexSpan h{0, 0};
-  for (int64_t r = 0; r < rows; ++r) {
-    const bool in = (!only_seq || p.seq[r] == seq) && (!has_lo || p.pos[r] >= lo) &&
-                    (!has_hi || p.pos[r] <= hi);
-    if (!in) continue;
-    if (h.begin >= h.end) h.begin = r;
-    h.end = r + 1;
-  }
-  return h;
-}
-
-TEST(CudaTiling, RowsWithPositionsIsTheHullOfTheQualifyingRows) {
-  std::vector<PosBlock> blocks = {run_block(100),
-                                  run_block(50, 1000, 3),
-                                  run_block(40, 500, -7),
-                                  run_block(9, 42, 0),
-                                  shard_block(kZigzag, 1000, 4, 1),
-                                  shard_block(kStriped, 1000, 3, 2),
-                                  packed_block({7, 129, 60, 1, 33}),
-                                  join(run_block(30, 200, -2, 1), run_block(25, 0, 5, 1))};
+TEST(CudaTiling, RunRowsInBandAreExactlyTheRowsWhosePositionsLieInIt) {
+  const std::vector<PosRun> runs = {{0, 0, 100, 1}, {0, 1000, 50, 3}, {0, 500, 40, -7},
+                                    {0, 42, 9, 0},  {0, -30, 20, 1},  {0, 7, 33, 4}};
   std::mt19937 gen(11);
-  for (const PosBlock& blk : blocks) {
-    const RowPositions p = blk.positions();
-    const int64_t pmin = *std::min_element(p.pos.begin(), p.pos.end());
-    const int64_t pmax = *std::max_element(p.pos.begin(), p.pos.end());
-    std::uniform_int_distribution<int64_t> pos(pmin - 20, pmax + 20);
-    std::uniform_int_distribution<int64_t> rows(0, blk.rows());
-    for (int t = 0; t < 400; ++t) {
-      int64_t lo = pos(gen), hi = pos(gen);
-      if (t % 7 == 0) std::swap(lo, hi);  // empty position ranges too
-      const bool has_lo = t % 3 != 0, has_hi = t % 5 != 0, only_seq = t % 2 == 0;
-      const int64_t seq = t % 4 == 0 ? 1 : 0, n = t % 6 == 0 ? rows(gen) : blk.rows();
-      const cuda::IndexSpan got =
-          cuda::rows_with_positions(blk.map(), n, only_seq, seq, has_lo, lo, has_hi, hi);
-      const cuda::IndexSpan want = brute_rows(blk, n, only_seq, seq, has_lo, lo, has_hi, hi);
-      if (want.begin >= want.end) {
-        ASSERT_GE(got.begin, got.end) << "t=" << t;
-      } else {
-        ASSERT_EQ(got.begin, want.begin) << "t=" << t;
-        ASSERT_EQ(got.end, want.end) << "t=" << t;
+  for (const PosRun& r : runs) {
+    const int64_t last = r.start + (r.count - 1) * r.stride;
+    std::uniform_int_distribution<int64_t> pos(std::min(r.start, last) - 20,
+                                               std::max(r.start, last) + 20);
+    std::uniform_int_distribution<int64_t> rows(0, r.count);
+    for (int t = 0; t < 500; ++t) {
+      const cuda::PosBand b{t % 3 != 0, pos(gen), t % 5 != 0, pos(gen)};
+      const int64_t n = t % 4 == 0 ? rows(gen) : r.count;
+      const cuda::IndexSpan got = cuda::run_rows_in_band(r, n, b);
+      for (int64_t row = 0; row < n; ++row) {
+        const int64_t p = r.start + row * r.stride;
+        const bool want = (!b.has_lo || p >= b.lo) && (!b.has_hi || p <= b.hi);
+        ASSERT_EQ(row >= got.begin && row < got.end, want)
+            << "t=" << t << " row=" << row << " stride=" << r.stride;
       }
     }
   }
 }
 
-TEST(CudaTiling, TileSpansHoldEveryVisiblePair) {
+// Every tile outside a walk's band holds no visible pair; every tile of its full range has all
+// pairs visible; and the walks are tight for the common single-sequence masks (below).
+TEST(CudaTiling, TileWalkBandsAndFullRangesAgreeWithBruteForce) {
   for (const auto& pr : block_pairs()) {
     for (const MaskSpec& m : masks()) {
       const PosBlock &qb = pr.first, &kb = pr.second;
@@ -201,21 +187,31 @@ TEST(CudaTiling, TileSpansHoldEveryVisiblePair) {
       for (int64_t bm : {16, 64, 128}) {
         for (int64_t bn : {32, 64}) {
           for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-            const cuda::IndexSpan span = cuda::key_tile_span(
+            const cuda::TileWalk w = cuda::key_tile_walk(
                 m, cuda::query_tile_range(qb.map(), sq, q0, bm), kb.map(), sk, bn);
             for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-              if (k0 / bn < span.begin || k0 / bn >= span.end) {
-                ASSERT_FALSE(brute(m, qb, q0, bm, kb, k0, bn).any) << "q0=" << q0 << " k0=" << k0;
+              const int64_t j = k0 / bn;
+              const Truth t = brute(m, qb, q0, bm, kb, k0, bn);
+              if (j < w.begin || j >= w.end) {
+                ASSERT_FALSE(t.any) << "q0=" << q0 << " k0=" << k0;
+              }
+              if (j >= w.full_begin && j < w.full_end) {
+                ASSERT_TRUE(t.all) << "q0=" << q0 << " k0=" << k0;
               }
             }
           }
           for (int64_t k0 = 0; k0 < sk; k0 += bn) {
             const int64_t kn = std::min(bn, sk - k0);
-            const cuda::IndexSpan span =
-                cuda::query_tile_span(m, tile_range(kb.map(), k0, kn), qb.map(), sq, bm);
+            const cuda::TileWalk w =
+                cuda::query_tile_walk(m, tile_range(kb.map(), k0, kn), kn < bn, qb.map(), sq, bm);
             for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-              if (q0 / bm < span.begin || q0 / bm >= span.end) {
-                ASSERT_FALSE(brute(m, qb, q0, bm, kb, k0, bn).any) << "q0=" << q0 << " k0=" << k0;
+              const int64_t i = q0 / bm;
+              const Truth t = brute(m, qb, q0, bm, kb, k0, bn);
+              if (i < w.begin || i >= w.end) {
+                ASSERT_FALSE(t.any) << "q0=" << q0 << " k0=" << k0;
+              }
+              if (i >= w.full_begin && i < w.full_end) {
+                ASSERT_TRUE(t.all) << "q0=" << q0 << " k0=" << k0;
               }
             }
           }
@@ -225,38 +221,71 @@ TEST(CudaTiling, TileSpansHoldEveryVisiblePair) {
   }
 }
 
-TEST(CudaTiling, CausalAndWindowWalksStopAtTheBandOfTheMask) {
-  // Single-process causal attention at S = 8192 with the forward's 128 x 64 tiles: query tile i
-  // reaches key tiles [0, 2i + 2) and no further, so the walk classifies no tile past the diagonal.
+TEST(CudaTiling, CausalAndWindowWalksStopAtTheBandAndClassifyOnlyItsEdges) {
+  // Single-process attention at S = 8192 with the forward's 128 x 64 tiles. Causal: query tile i
+  // reaches key tiles [0, 2i + 2), of which [0, 2i) are full; only the two diagonal tiles are
+  // classified.
   const PosBlock b = run_block(8192);
   const MaskSpec causal = make_mask_spec(true, -1, -1);
   for (int64_t i = 0; i < 64; ++i) {
-    const cuda::IndexSpan s = cuda::key_tile_span(
+    const cuda::TileWalk w = cuda::key_tile_walk(
         causal, cuda::query_tile_range(b.map(), 8192, i * 128, 128), b.map(), 8192, 64);
-    ASSERT_EQ(s.begin, 0);
-    ASSERT_EQ(s.end, 2 * i + 2);
+    ASSERT_EQ(w.begin, 0);
+    ASSERT_EQ(w.end, 2 * i + 2);
+    if (i > 0) {
+      ASSERT_EQ(w.full_begin, 0);
+      ASSERT_EQ(w.full_end, 2 * i);
+    } else {
+      ASSERT_GE(w.full_begin, w.full_end);
+    }
   }
-  // The dK/dV walk of key tile j (64 keys, 64-row query tiles) starts at the diagonal.
+  // Non-causal: every key tile is full, the ragged last one (S = 8000) excepted.
+  const PosBlock b8000 = run_block(8000);
+  const cuda::TileWalk all =
+      cuda::key_tile_walk(make_mask_spec(false, -1, -1),
+                          cuda::query_tile_range(b8000.map(), 8000, 0, 128), b8000.map(), 8000, 64);
+  EXPECT_EQ(all.begin, 0);
+  EXPECT_EQ(all.end, 125);
+  EXPECT_EQ(all.full_begin, 0);
+  EXPECT_EQ(all.full_end, 125);  // 8000 = 125 * 64: no ragged tile
+  const cuda::TileWalk ragged =
+      cuda::key_tile_walk(make_mask_spec(false, -1, -1),
+                          cuda::query_tile_range(b8000.map(), 8000, 0, 128), b8000.map(), 7999, 64);
+  EXPECT_EQ(ragged.end, 125);
+  EXPECT_EQ(ragged.full_end, 124);
+  // The dK/dV walk of key tile j (64 keys, 64-row query tiles) starts at the diagonal, and every
+  // query tile after the diagonal one is full.
   for (int64_t j = 0; j < 128; ++j) {
-    const cuda::IndexSpan s =
-        cuda::query_tile_span(causal, tile_range(b.map(), j * 64, 64), b.map(), 8192, 64);
-    ASSERT_EQ(s.begin, j);
-    ASSERT_EQ(s.end, 128);
+    const cuda::TileWalk w =
+        cuda::query_tile_walk(causal, tile_range(b.map(), j * 64, 64), false, b.map(), 8192, 64);
+    ASSERT_EQ(w.begin, j);
+    ASSERT_EQ(w.end, 128);
+    if (j + 1 < 128) {
+      ASSERT_EQ(w.full_begin, j + 1);
+      ASSERT_EQ(w.full_end, 128);
+    } else {
+      ASSERT_GE(w.full_begin, w.full_end);
+    }
   }
   // A sliding window of 256 to the left: query tile i (rows 128i .. 128i + 127) reaches keys
-  // 128i - 256 .. 128i + 127.
+  // 128i - 256 .. 128i + 127; keys 128i - 129 .. 128i are seen by all of its rows.
   const MaskSpec window = make_mask_spec(true, 256, -1);
   for (int64_t i = 0; i < 64; ++i) {
-    const cuda::IndexSpan s = cuda::key_tile_span(
+    const cuda::TileWalk w = cuda::key_tile_walk(
         window, cuda::query_tile_range(b.map(), 8192, i * 128, 128), b.map(), 8192, 64);
-    ASSERT_EQ(s.begin, std::max<int64_t>(0, 2 * i - 4));
-    ASSERT_EQ(s.end, 2 * i + 2);
+    ASSERT_EQ(w.begin, std::max<int64_t>(0, 2 * i - 4));
+    ASSERT_EQ(w.end, 2 * i + 2);
+    if (i >= 2) {
+      ASSERT_EQ(w.full_begin, 2 * i - 2);
+      ASSERT_EQ(w.full_end, 2 * i);
+    }
   }
   // Keys of another sequence are no candidates at all.
   const PosBlock other = run_block(512, 0, 1, 7);
-  const cuda::IndexSpan none = cuda::key_tile_span(
+  const cuda::TileWalk none = cuda::key_tile_walk(
       causal, cuda::query_tile_range(b.map(), 8192, 0, 128), other.map(), 512, 64);
   EXPECT_GE(none.begin, none.end);
+  EXPECT_GE(none.full_begin, none.full_end);
 }
 
 TEST(CudaTiling, SwizzleIsABijectionAndLdmatrixPhasesAreConflictFree) {
