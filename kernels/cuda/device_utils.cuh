@@ -93,6 +93,14 @@ __device__ __forceinline__ void load_tile_async(uint16_t* smem, const uint16_t* 
   const int c = tid % kChunks, r0 = tid / kChunks;
   const uint16_t* src = base + r0 * stride + c * 8;
   const int64_t src_step = kStep * stride;
+  if (valid >= kRows) {  // a whole tile (uniform over the CTA): no per-row bound
+#pragma unroll
+    for (int i = 0; i < kRows / kStep; ++i) {
+      cp_async_16(smem_addr(smem + swizzle_offset(r0 + i * kStep, c, kD)), src, 16);
+      src += src_step;
+    }
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < kRows / kStep; ++i) {
     const int r = r0 + i * kStep;
