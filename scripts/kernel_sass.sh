@@ -7,8 +7,8 @@
 #
 #   PASS fwd|bwd, DTYPE bf16|f16, D 64|128|256; default: fwd:bf16:128 bwd:bf16:128.
 #   --full-path  compile a counting copy with the slow paths removed (the partial-tile mask, the
-#                walks' tile classification, the ragged-tile loads), so that each main loop holds
-#                what one full tile executes. The copy is for counting only: it computes nothing
+#                walks' tile classification, the forward's rescale for a moved max, the
+#                ragged-tile loads), so that each main loop holds what one full tile executes. The copy is for counting only: it computes nothing
 #                right. Fails if the source no longer has the lines it edits.
 #   --out DIR    keep the .sass files there.
 #
@@ -70,6 +70,10 @@ edit("cuda/tiling.h", "const TileClass c = classify_key_tile(m, qr, kmap, sk, j 
      "const TileClass c = kTilePartial;", 1)
 edit("cuda/tiling.h", "TileClass c = kr.empty ? kTileHidden : classify_tile(m, qr, kr);",
      "TileClass c = kTilePartial;", 1)
+# The rescale when a reference max moves (online_softmax.h: after the first tiles, rare).
+# The vote stays (with a one-instruction body, so that the maxima it reads are still computed).
+edit("cuda/flash_fwd.cuh", "if (__any_sync(0xffffffffu, grow)) {",
+     "if (__any_sync(0xffffffffu, grow)) row_l[0][0] += 1.0f;\n    if (false) {", 1)
 # The ragged-tile loads.
 edit("cuda/device_utils.cuh", "if (valid >= kRows) {", "if (true) {", 1)
 EOF

@@ -10,6 +10,7 @@
 #include "device_utils.cuh"
 #include "flash_config.h"
 #include "kernel_params.h"
+#include "online_softmax.h"
 
 namespace ringattn {
 namespace cuda {
@@ -164,7 +165,11 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     cp_async_commit();
 
-    // Online softmax: rows live in quads (4 lanes), raw scores in acc_s, max in raw units.
+    // Online softmax: rows live in quads (4 lanes), raw scores in acc_s, max in raw units. Each
+    // row's reference max moves only when some row of the warp needs it to (online_softmax.h);
+    // otherwise the rescale of the output accumulator is skipped.
+    float tile_max[kMT][2];
+    bool grow = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
 #pragma unroll
@@ -174,11 +179,34 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int nb = 0; nb < kNB; ++nb) {
           mx = fmaxf(mx, fmaxf(acc_s[mt][nb][2 * r], acc_s[mt][nb][2 * r + 1]));
         }
-        mx = quad_max(mx);
+        tile_max[mt][r] = quad_max(mx);
+        grow = grow || softmax_must_rescale(row_m[mt][r], tile_max[mt][r], sl2);
+      }
+    }
+    if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float mx = tile_max[mt][r];
+          // -inf stays -inf (nothing visible yet): alpha is then 0 and the row stays empty.
+          const float alpha = exp2_approx(row_m[mt][r] * sl2 - (mx == neg_inf() ? 0.0f : mx * sl2));
+          row_m[mt][r] = mx;
+          row_l[mt][r] *= alpha;
+#pragma unroll
+          for (int db = 0; db < kDB; ++db) {
+            acc_o[mt][db][2 * r] *= alpha;
+            acc_o[mt][db][2 * r + 1] *= alpha;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
         // A row with nothing visible yet keeps max -inf; subtracting 0 keeps exp2 at 0, not NaN.
-        const float m_scaled = mx == neg_inf() ? 0.0f : mx * sl2;
-        const float alpha = exp2_approx(row_m[mt][r] * sl2 - m_scaled);
-        row_m[mt][r] = mx;
+        const float m_scaled = row_m[mt][r] == neg_inf() ? 0.0f : row_m[mt][r] * sl2;
         float sum = 0.0f;
 #pragma unroll
         for (int nb = 0; nb < kNB; ++nb) {
@@ -189,12 +217,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             sum += e;
           }
         }
-        row_l[mt][r] = row_l[mt][r] * alpha + sum;
-#pragma unroll
-        for (int db = 0; db < kDB; ++db) {
-          acc_o[mt][db][2 * r] *= alpha;
-          acc_o[mt][db][2 * r + 1] *= alpha;
-        }
+        row_l[mt][r] += sum;
       }
     }
 
