@@ -194,9 +194,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         p.dout.ss, q_valid, tid);
     const float* lse = p.lse.data + b * p.lse.sb + h * p.lse.sh + q0;
     const float* delta = p.delta.data + b * p.delta.sb + h * p.delta.sh + q0;
-    for (int t = tid; t < kBM; t += kThreads) {
-      sLse[st * kBM + t] = lse_log2(lse, t, q_valid);
-      sDelta[st * kBM + t] = t < q_valid ? delta[t] : 0.0f;
+    static_assert(kBM <= kThreads, "one thread per row of LSE and Delta");
+    if (tid < kBM) {
+      sLse[st * kBM + tid] = lse_log2(lse, tid, q_valid);
+      sDelta[st * kBM + tid] = tid < q_valid ? delta[tid] : 0.0f;
     }
   };
 
