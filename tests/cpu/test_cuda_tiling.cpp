@@ -177,6 +177,16 @@ TEST(CudaTiling, RunRowsInBandAreExactlyTheRowsWhosePositionsLieInIt) {
   }
 }
 
+// A walk's claims about its tile `idx` (the block at q0, k0): nothing visible outside its band,
+// every pair visible in its full range.
+void check_walk_claims(const cuda::TileWalk& w, int64_t idx, const Truth& t, int64_t q0,
+                       int64_t k0) {
+  const bool outside = idx < w.begin || idx >= w.end;
+  const bool full = idx >= w.full_begin && idx < w.full_end;
+  EXPECT_FALSE(outside && t.any) << "q0=" << q0 << " k0=" << k0;
+  EXPECT_FALSE(full && !t.all) << "q0=" << q0 << " k0=" << k0;
+}
+
 // Every tile outside a walk's band holds no visible pair; every tile of its full range has all
 // pairs visible; and the walks are tight for the common single-sequence masks (below).
 TEST(CudaTiling, TileWalkBandsAndFullRangesAgreeWithBruteForce) {
@@ -190,14 +200,7 @@ TEST(CudaTiling, TileWalkBandsAndFullRangesAgreeWithBruteForce) {
             const cuda::TileWalk w = cuda::key_tile_walk(
                 m, cuda::query_tile_range(qb.map(), sq, q0, bm), kb.map(), sk, bn);
             for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-              const int64_t j = k0 / bn;
-              const Truth t = brute(m, qb, q0, bm, kb, k0, bn);
-              if (j < w.begin || j >= w.end) {
-                ASSERT_FALSE(t.any) << "q0=" << q0 << " k0=" << k0;
-              }
-              if (j >= w.full_begin && j < w.full_end) {
-                ASSERT_TRUE(t.all) << "q0=" << q0 << " k0=" << k0;
-              }
+              check_walk_claims(w, k0 / bn, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
             }
           }
           for (int64_t k0 = 0; k0 < sk; k0 += bn) {
@@ -205,14 +208,7 @@ TEST(CudaTiling, TileWalkBandsAndFullRangesAgreeWithBruteForce) {
             const cuda::TileWalk w =
                 cuda::query_tile_walk(m, tile_range(kb.map(), k0, kn), kn < bn, qb.map(), sq, bm);
             for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-              const int64_t i = q0 / bm;
-              const Truth t = brute(m, qb, q0, bm, kb, k0, bn);
-              if (i < w.begin || i >= w.end) {
-                ASSERT_FALSE(t.any) << "q0=" << q0 << " k0=" << k0;
-              }
-              if (i >= w.full_begin && i < w.full_end) {
-                ASSERT_TRUE(t.all) << "q0=" << q0 << " k0=" << k0;
-              }
+              check_walk_claims(w, q0 / bm, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
             }
           }
         }
