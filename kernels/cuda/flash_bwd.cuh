@@ -97,19 +97,26 @@ __device__ __forceinline__ void mask_slab(float (&acc)[kNB][4], const MaskSpec& 
 }
 
 // acc[16 x 8*kNB] += A[16 rows of sA from row a_row0] * B^T, B = kNB*8 rows of sB (both [.][kD]
-// swizzled): the "rows . rows" product (S = Q K^T and its relatives).
+// swizzled): the "rows . rows" product (S = Q K^T and its relatives). Addresses: one per-lane row
+// base and chunk offset per operand, stepped over k by XOR (tiling.h, swizzle_chunk_step); the
+// 16-row blocks of B are immediate offsets (a multiple of 8 rows keeps the swizzle).
 template <typename T, int kD, int kNB>
 __device__ __forceinline__ void mma_rows_rows(float (&acc)[kNB][4], const uint16_t* sA, int a_row0,
                                               const uint16_t* sB, int lane) {
+  const int a_row = a_row0 + (lane & 15), b_row = (lane >> 4) * 8 + (lane & 7);
+  const uint32_t a_base = smem_addr(sA) + static_cast<uint32_t>(a_row * kD * 2);
+  const uint32_t b_base = smem_addr(sB) + static_cast<uint32_t>(b_row * kD * 2);
+  const uint32_t a_chunk = swizzle_chunk_bytes(a_row, lane >> 4);
+  const uint32_t b_chunk = swizzle_chunk_bytes(b_row, (lane >> 3) & 1);
 #pragma unroll
   for (int kk = 0; kk < kD / 16; ++kk) {
     uint32_t a[4];
-    ldmatrix_x4(a, smem_addr(sA + swizzle_offset(a_row0 + (lane & 15), kk * 2 + (lane >> 4), kD)));
+    ldmatrix_x4(a, a_base + (a_chunk ^ swizzle_chunk_step(kk)));
+    const uint32_t b_k = b_base + (b_chunk ^ swizzle_chunk_step(kk));
 #pragma unroll
     for (int nb = 0; nb < kNB; nb += 2) {
       uint32_t bf[4];
-      const int row = nb * 8 + (lane >> 4) * 8 + (lane & 7);
-      ldmatrix_x4(bf, smem_addr(sB + swizzle_offset(row, kk * 2 + ((lane >> 3) & 1), kD)));
+      ldmatrix_x4(bf, b_k + static_cast<uint32_t>(nb * 8 * kD * 2));
       Elem<T>::mma(acc[nb], a, bf);
       Elem<T>::mma(acc[nb + 1], a, bf + 2);
     }
@@ -117,10 +124,14 @@ __device__ __forceinline__ void mma_rows_rows(float (&acc)[kNB][4], const uint16
 }
 
 // acc[16 x kD] += X[16 x 8*kNB] (float registers, rounded to T) * B, B = the 8*kNB rows of sB
-// ([.][kD] swizzled) taken as a (8*kNB) x kD matrix: the "probabilities . rows" product.
+// ([.][kD] swizzled) taken as a (8*kNB) x kD matrix: the "probabilities . rows" product. The
+// chunk pair db steps by XOR, the 16-row blocks kk are immediate offsets.
 template <typename T, int kD, int kNB>
 __device__ __forceinline__ void mma_regs_rows(float (&acc)[kD / 8][4], const float (&x)[kNB][4],
                                               const uint16_t* sB, int lane) {
+  const int b_row = ((lane >> 3) & 1) * 8 + (lane & 7);
+  const uint32_t b_base = smem_addr(sB) + static_cast<uint32_t>(b_row * kD * 2);
+  const uint32_t b_chunk = swizzle_chunk_bytes(b_row, lane >> 4);
 #pragma unroll
   for (int kk = 0; kk < kNB / 2; ++kk) {
     uint32_t a[4];
@@ -131,8 +142,8 @@ __device__ __forceinline__ void mma_regs_rows(float (&acc)[kD / 8][4], const flo
 #pragma unroll
     for (int db = 0; db < kD / 8; db += 2) {
       uint32_t bf[4];
-      const int row = kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
-      ldmatrix_x4_trans(bf, smem_addr(sB + swizzle_offset(row, db + (lane >> 4), kD)));
+      ldmatrix_x4_trans(bf, b_base + static_cast<uint32_t>(kk * 16 * kD * 2) +
+                                (b_chunk ^ swizzle_chunk_step(db / 2)));
       Elem<T>::mma(acc[db], a, bf);
       Elem<T>::mma(acc[db + 1], a, bf + 2);
     }

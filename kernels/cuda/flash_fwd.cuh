@@ -104,19 +104,28 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int e = 0; e < 4; ++e) acc_s[mt][nb][e] = 0.0f;
       }
     }
+    // ldmatrix addresses of Q and K: a per-lane row base and chunk offset per operand, stepped
+    // over kk by XOR (tiling.h, swizzle_chunk_step); blocks of 16 rows are immediate offsets.
+    // (The V addresses below are loop-invariant and the compiler keeps them; counted with
+    // scripts/kernel_sass.sh, the XOR form there costs more than it saves at D = 256.)
+    const int q_row = warp_row0 + (lane & 15), k_row = (lane >> 4) * 8 + (lane & 7);
+    const uint32_t q_base = smem_addr(sQ) + static_cast<uint32_t>(q_row * kD * 2);
+    const uint32_t k_base = smem_addr(sK) + static_cast<uint32_t>(k_row * kD * 2);
+    const uint32_t q_chunk = swizzle_chunk_bytes(q_row, lane >> 4);
+    const uint32_t k_chunk = swizzle_chunk_bytes(k_row, (lane >> 3) & 1);
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
       uint32_t a[kMT][4];
+      const uint32_t q_k = q_base + (q_chunk ^ swizzle_chunk_step(kk));
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        const int row = warp_row0 + mt * 16 + (lane & 15);
-        ldmatrix_x4(a[mt], smem_addr(sQ + swizzle_offset(row, kk * 2 + (lane >> 4), kD)));
+        ldmatrix_x4(a[mt], q_k + static_cast<uint32_t>(mt * 16 * kD * 2));
       }
+      const uint32_t k_k = k_base + (k_chunk ^ swizzle_chunk_step(kk));
 #pragma unroll
       for (int nb = 0; nb < kNB; nb += 2) {
         uint32_t bf[4];
-        const int key = nb * 8 + (lane >> 4) * 8 + (lane & 7);
-        ldmatrix_x4(bf, smem_addr(sK + swizzle_offset(key, kk * 2 + ((lane >> 3) & 1), kD)));
+        ldmatrix_x4(bf, k_k + static_cast<uint32_t>(nb * 8 * kD * 2));
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           Elem<T>::mma(acc_s[mt][nb], a[mt], bf);

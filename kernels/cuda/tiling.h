@@ -35,6 +35,16 @@ RINGATTN_HD int swizzle_offset(int row, int chunk, int d) {
   return row * d + ((chunk ^ (row & 7)) << 3);
 }
 
+// The same in bytes, split for the ldmatrix walks: row `row` starts at 2 * row * d and its chunk
+// c0 + 2k (c0 in {0, 1}) lies swizzle_chunk_bytes(row, c0) ^ swizzle_chunk_step(k) further on.
+// (c0 + 2k == c0 ^ 2k, and the swizzle XORs the chunk index with row % 8, so stepping k is an XOR
+// of the chunk field that never carries into the row part.) A kernel keeps one per-lane offset
+// and steps it with one XOR per k instead of recomputing the swizzle.
+RINGATTN_HD uint32_t swizzle_chunk_bytes(int row, int c0) {
+  return static_cast<uint32_t>((c0 ^ (row & 7)) << 4);
+}
+RINGATTN_HD uint32_t swizzle_chunk_step(int k) { return static_cast<uint32_t>(k) << 5; }
+
 // Summary of query rows [q0, q0+bm) of qmap (rows past sq left out); empty when none remain.
 RINGATTN_HD TileRange query_tile_range(const PosMap& qmap, int64_t sq, int64_t q0, int64_t bm) {
   const int64_t qn = q0 + bm <= sq ? bm : sq - q0;

@@ -311,6 +311,27 @@ TEST(CudaTiling, SwizzleIsABijectionAndLdmatrixPhasesAreConflictFree) {
   }
 }
 
+// The byte form the backward's ldmatrix walks use: row base plus chunk offset stepped by XOR.
+TEST(CudaTiling, SwizzleChunkStepsByXorMatchTheSwizzle) {
+  for (int d : {64, 128, 192, 256}) {
+    for (int row = 0; row < 256; ++row) {
+      for (int c0 = 0; c0 < 2; ++c0) {
+        for (int k = 0; 2 * k + c0 < d / 8; ++k) {
+          const uint32_t want =
+              2u * static_cast<uint32_t>(cuda::swizzle_offset(row, c0 + 2 * k, d));
+          const uint32_t got = 2u * static_cast<uint32_t>(row * d) +
+                               (cuda::swizzle_chunk_bytes(row, c0) ^ cuda::swizzle_chunk_step(k));
+          ASSERT_EQ(got, want) << "d=" << d << " row=" << row << " c0=" << c0 << " k=" << k;
+        }
+        // Blocks of 8 rows further on are plain offsets: the chunk field does not change.
+        for (int m = 1; m < 8; ++m) {
+          ASSERT_EQ(cuda::swizzle_chunk_bytes(row + 8 * m, c0), cuda::swizzle_chunk_bytes(row, c0));
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaTiling, MergeWeightsFollowLogAddExpAndAreMinusInfSafe) {
   const float ninf = -INFINITY;
   const cuda::MergeWeights both = cuda::merge_weights(ninf, ninf, ninf);
