@@ -16,11 +16,8 @@ namespace {
 const MaskSpec kFull = make_mask_spec(false, -1, -1);
 const MaskSpec kCausal = make_mask_spec(true, -1, -1);
 
-void check_forward(const KernelSpec& s, OutMode mode, cuda::Path expect) {
-  const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + ": " + s.describe() + " mode " +
-               std::to_string(static_cast<int>(mode)));
-  const KernelInputs in = make_inputs(s, seed);
+void check_forward_inputs(const KernelSpec& s, const KernelInputs& in, OutMode mode,
+                          cuda::Path expect) {
   const GpuForward g = gpu_forward(s, in, mode);
   EXPECT_EQ(static_cast<int>(g.path), static_cast<int>(expect)) << "unexpected kernel family";
   const AttnCase c = s.attn_case();
@@ -30,6 +27,13 @@ void check_forward(const KernelSpec& s, OutMode mode, cuda::Path expect) {
   EXPECT_TRUE(within_2x_naive("LSE", g.out.lse, ref.lse, naive.lse, s.dtype));
   // Rows that see no key: exactly O = 0 and LSE = -inf.
   EXPECT_TRUE(unseen_rows_are_zero(c.shape, g.out.o, ref.lse));
+}
+
+void check_forward(const KernelSpec& s, OutMode mode, cuda::Path expect) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + ": " + s.describe() + " mode " +
+               std::to_string(static_cast<int>(mode)));
+  check_forward_inputs(s, make_inputs(s, seed), mode, expect);
 }
 
 std::vector<int64_t> tc_head_dims() {
@@ -52,7 +56,8 @@ TEST(CudaForward, EveryInstantiationMatchesFp64AtLengths1To1000) {
       check_forward(whole_sequence_spec(t, 129, d, kFull, 4, 1), kOutFinal, kTc);
       check_forward(whole_sequence_spec(t, 129, d, kCausal, 2, 2), kOutFinal, kTc);
       check_forward(whole_sequence_spec(t, 1000, d, kCausal, 4, 2), kOutFinal, kTc);
-      check_forward(whole_sequence_spec(t, 1000, d, make_mask_spec(false, 100, 37)), kOutFinal, kTc);
+      check_forward(whole_sequence_spec(t, 1000, d, make_mask_spec(false, 100, 37)), kOutFinal,
+                    kTc);
     }
   }
 }
@@ -150,7 +155,8 @@ TEST(CudaForward, GenericPathServesFloat32OtherHeadDimsAndMisalignedStrides) {
   RINGATTN_REQUIRE_GPU();
   check_forward(whole_sequence_spec(kF32, 129, 64, kCausal, 4, 2), kOutFinal, kGeneric);
   check_forward(whole_sequence_spec(kF32, 1000, 128, kFull), kOutFinal, kGeneric);
-  check_forward(whole_sequence_spec(kF32, 7, 256, make_mask_spec(true, 3, -1)), kOutPartialF32, kGeneric);
+  check_forward(whole_sequence_spec(kF32, 7, 256, make_mask_spec(true, 3, -1)), kOutPartialF32,
+                kGeneric);
   check_forward(whole_sequence_spec(kF16, 129, 96, kCausal, 4, 2), kOutFinal, kGeneric);
   check_forward(whole_sequence_spec(kBF16, 129, 40, kFull), kOutFinal, kGeneric);
   KernelSpec s = whole_sequence_spec(kBF16, 129, tc_head_dims().front(), kCausal, 4, 2);
@@ -159,6 +165,39 @@ TEST(CudaForward, GenericPathServesFloat32OtherHeadDimsAndMisalignedStrides) {
   s.head_pad = 8;  // padded but aligned: tensor cores
   s.batch = 3;
   check_forward(s, kOutFinal, kTc);
+}
+
+// Random inputs move a row's reference max on its first key tiles only (online_softmax.h). Here
+// the scores rise along the keys by about 12 log2 units per 64 keys, so every warp moves its
+// maxima on every tile, and the exponentials of the tiles in between reach up to 2^8.
+TEST(CudaForward, ScoresRisingAlongTheKeysMoveTheReferenceMaxOnEveryTile) {
+  RINGATTN_REQUIRE_GPU();
+  for (int64_t d : tc_head_dims()) {
+    for (DType t : {kF16, kBF16}) {
+      for (const MaskSpec& m : {kFull, kCausal}) {
+        for (double step : {12.0, 6.0}) {  // log2 units per 64 keys: above and below 2^8
+          const KernelSpec s = whole_sequence_spec(t, 1000, d, m, 2, 1);
+          const uint64_t seed = fresh_seed();
+          SCOPED_TRACE("seed " + std::to_string(seed) + ": rising scores, step " +
+                       std::to_string(step) + ", " + s.describe());
+          KernelInputs in = make_inputs(s, seed);
+          // q[., 0] = 1 and k[j, 0] = a * j: the score of key j rises by a / sqrt(d) per key.
+          const double a = step * sqrt(double(d)) / (64.0 * 1.4426950408889634);
+          const AttnShape sh = s.attn_case().shape;
+          for (int64_t i = 0; i < sh.batch * sh.sq * sh.hq; ++i) in.q[i * sh.d] = 1.0;
+          for (int64_t b = 0; b < sh.batch; ++b) {
+            for (int64_t j = 0; j < sh.sk; ++j) {
+              for (int64_t h = 0; h < sh.hkv; ++h) {
+                const int64_t at = ((b * sh.sk + j) * sh.hkv + h) * sh.d;
+                in.k[at] = round_to(a * double(j), t);  // exact in t
+              }
+            }
+          }
+          check_forward_inputs(s, in, kOutFinal, kTc);
+        }
+      }
+    }
+  }
 }
 
 TEST(CudaForward, TwoRunsAreBitwiseEqual) {
