@@ -97,61 +97,67 @@ TEST(CudaTiling, ContiguousCausalDiagonalIsTheOnlyPartialTile) {
       kTilePartial);
 }
 
-// The walks' claims against brute force: every tile with a visible pair is walked, in order and
-// once; a tile walked as full has every in-range pair visible and no ragged key column.
-TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairAndClaimFullOnlyWhenTrue) {
+// Every case of the walk tests: block pairs x masks x query tile rows x key tile rows.
+template <typename F>
+void for_each_walk_case(F f) {
   for (const auto& pr : block_pairs()) {
     for (const MaskSpec& m : masks()) {
-      const PosBlock &qb = pr.first, &kb = pr.second;
-      const int64_t sq = qb.rows(), sk = kb.rows();
       for (int64_t bm : {16, 64, 128}) {
-        for (int64_t bn : {32, 64}) {
-          const int64_t num_q = cuda::ceil_div(sq, bm), num_k = cuda::ceil_div(sk, bn);
-          for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-            std::vector<int64_t> walked;
-            TileClass c;
-            for (int64_t j =
-                     cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk, bn, 0, &c);
-                 j < num_k; j = cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk,
-                                                            bn, j + 1, &c)) {
-              ASSERT_TRUE(walked.empty() || j > walked.back());
-              ASSERT_NE(c, kTileHidden);
-              if (c == kTileFull) {
-                ASSERT_TRUE(brute(m, qb, q0, bm, kb, j * bn, bn).all) << "q0=" << q0 << " j=" << j;
-              }
-              walked.push_back(j);
-            }
-            for (int64_t j = 0; j < num_k; ++j) {
-              if (std::find(walked.begin(), walked.end(), j) == walked.end()) {
-                ASSERT_FALSE(brute(m, qb, q0, bm, kb, j * bn, bn).any) << "q0=" << q0 << " j=" << j;
-              }
-            }
-          }
-          // The backward's walk over query tiles for one key tile.
-          for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-            std::vector<int64_t> walked;
-            TileClass c;
-            for (int64_t i = cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0,
-                                                           bn, 0, &c);
-                 i < num_q; i = cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0,
-                                                              bn, i + 1, &c)) {
-              ASSERT_TRUE(walked.empty() || i > walked.back());
-              ASSERT_NE(c, kTileHidden);
-              if (c == kTileFull) {
-                ASSERT_TRUE(brute(m, qb, i * bm, bm, kb, k0, bn).all) << "k0=" << k0 << " i=" << i;
-              }
-              walked.push_back(i);
-            }
-            for (int64_t i = 0; i < num_q; ++i) {
-              if (std::find(walked.begin(), walked.end(), i) == walked.end()) {
-                ASSERT_FALSE(brute(m, qb, i * bm, bm, kb, k0, bn).any) << "k0=" << k0 << " i=" << i;
-              }
-            }
-          }
-        }
+        for (int64_t bn : {32, 64}) f(pr.first, pr.second, m, bm, bn);
       }
     }
   }
+}
+
+// The walks' claims against brute force: every tile with a visible pair is walked, in order and
+// once; a tile walked as full has every in-range pair visible and no ragged key column.
+TEST(CudaTiling, WalksVisitEveryTileWithAVisiblePairAndClaimFullOnlyWhenTrue) {
+  for_each_walk_case([](const PosBlock& qb, const PosBlock& kb, const MaskSpec& m, int64_t bm,
+                        int64_t bn) {
+    const int64_t sq = qb.rows(), sk = kb.rows();
+    const int64_t num_q = cuda::ceil_div(sq, bm), num_k = cuda::ceil_div(sk, bn);
+    for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+      std::vector<int64_t> walked;
+      TileClass c;
+      for (int64_t j =
+               cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk, bn, 0, &c);
+           j < num_k;
+           j = cuda::next_visible_key_tile(m, qb.map(), sq, q0, bm, kb.map(), sk, bn, j + 1, &c)) {
+        ASSERT_TRUE(walked.empty() || j > walked.back());
+        ASSERT_NE(c, kTileHidden);
+        if (c == kTileFull) {
+          ASSERT_TRUE(brute(m, qb, q0, bm, kb, j * bn, bn).all) << "q0=" << q0 << " j=" << j;
+        }
+        walked.push_back(j);
+      }
+      for (int64_t j = 0; j < num_k; ++j) {
+        if (std::find(walked.begin(), walked.end(), j) == walked.end()) {
+          ASSERT_FALSE(brute(m, qb, q0, bm, kb, j * bn, bn).any) << "q0=" << q0 << " j=" << j;
+        }
+      }
+    }
+    // The backward's walk over query tiles for one key tile.
+    for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+      std::vector<int64_t> walked;
+      TileClass c;
+      for (int64_t i =
+               cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0, bn, 0, &c);
+           i < num_q; i = cuda::next_visible_query_tile(m, qb.map(), sq, bm, kb.map(), sk, k0, bn,
+                                                        i + 1, &c)) {
+        ASSERT_TRUE(walked.empty() || i > walked.back());
+        ASSERT_NE(c, kTileHidden);
+        if (c == kTileFull) {
+          ASSERT_TRUE(brute(m, qb, i * bm, bm, kb, k0, bn).all) << "k0=" << k0 << " i=" << i;
+        }
+        walked.push_back(i);
+      }
+      for (int64_t i = 0; i < num_q; ++i) {
+        if (std::find(walked.begin(), walked.end(), i) == walked.end()) {
+          ASSERT_FALSE(brute(m, qb, i * bm, bm, kb, k0, bn).any) << "k0=" << k0 << " i=" << i;
+        }
+      }
+    }
+  });
 }
 
 TEST(CudaTiling, RunRowsInBandAreExactlyTheRowsWhosePositionsLieInIt) {
@@ -190,31 +196,25 @@ void check_walk_claims(const cuda::TileWalk& w, int64_t idx, const Truth& t, int
 // Every tile outside a walk's band holds no visible pair; every tile of its full range has all
 // pairs visible; and the walks are tight for the common single-sequence masks (below).
 TEST(CudaTiling, TileWalkBandsAndFullRangesAgreeWithBruteForce) {
-  for (const auto& pr : block_pairs()) {
-    for (const MaskSpec& m : masks()) {
-      const PosBlock &qb = pr.first, &kb = pr.second;
-      const int64_t sq = qb.rows(), sk = kb.rows();
-      for (int64_t bm : {16, 64, 128}) {
-        for (int64_t bn : {32, 64}) {
-          for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-            const cuda::TileWalk w = cuda::key_tile_walk(
-                m, cuda::query_tile_range(qb.map(), sq, q0, bm), kb.map(), sk, bn);
-            for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-              check_walk_claims(w, k0 / bn, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
-            }
-          }
-          for (int64_t k0 = 0; k0 < sk; k0 += bn) {
-            const int64_t kn = std::min(bn, sk - k0);
-            const cuda::TileWalk w =
-                cuda::query_tile_walk(m, tile_range(kb.map(), k0, kn), kn < bn, qb.map(), sq, bm);
-            for (int64_t q0 = 0; q0 < sq; q0 += bm) {
-              check_walk_claims(w, q0 / bm, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
-            }
-          }
-        }
+  for_each_walk_case([](const PosBlock& qb, const PosBlock& kb, const MaskSpec& m, int64_t bm,
+                        int64_t bn) {
+    const int64_t sq = qb.rows(), sk = kb.rows();
+    for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+      const cuda::TileWalk w =
+          cuda::key_tile_walk(m, cuda::query_tile_range(qb.map(), sq, q0, bm), kb.map(), sk, bn);
+      for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+        check_walk_claims(w, k0 / bn, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
       }
     }
-  }
+    for (int64_t k0 = 0; k0 < sk; k0 += bn) {
+      const int64_t kn = std::min(bn, sk - k0);
+      const cuda::TileWalk w =
+          cuda::query_tile_walk(m, tile_range(kb.map(), k0, kn), kn < bn, qb.map(), sq, bm);
+      for (int64_t q0 = 0; q0 < sq; q0 += bm) {
+        check_walk_claims(w, q0 / bm, brute(m, qb, q0, bm, kb, k0, bn), q0, k0);
+      }
+    }
+  });
 }
 
 TEST(CudaTiling, CausalAndWindowWalksStopAtTheBandAndClassifyOnlyItsEdges) {
