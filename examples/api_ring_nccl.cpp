@@ -60,6 +60,25 @@ std::vector<uint16_t> download(const void* dev, size_t elems) {
   return host;
 }
 
+// Device copies of Q, K, V (host bf16, `rows` tokens) and a zeroed O, with their tensors.
+struct DeviceQkvo {
+  void* buf[4];
+  ringattn_tensor_t q, k, v, o;
+  DeviceQkvo(const std::vector<uint16_t>& hq, const std::vector<uint16_t>& hk,
+             const std::vector<uint16_t>& hv, int64_t b, int64_t rows, int64_t heads_q,
+             int64_t heads_kv, int64_t d)
+      : buf{upload(hq), upload(hk), upload(hv), upload(std::vector<uint16_t>(hq.size()))},
+        q(tensor(buf[0], b, rows, heads_q, d)),
+        k(tensor(buf[1], b, rows, heads_kv, d)),
+        v(tensor(buf[2], b, rows, heads_kv, d)),
+        o(tensor(buf[3], b, rows, heads_q, d)) {}
+  ~DeviceQkvo() {
+    for (void* p : buf) cudaFree(p);
+  }
+  DeviceQkvo(const DeviceQkvo&) = delete;
+  DeviceQkvo& operator=(const DeviceQkvo&) = delete;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,12 +132,8 @@ int main(int argc, char** argv) {
   CHECK(ringattn_shard_tensor(&gq, &hq, scheme, NULL, 0, world, rank));
   CHECK(ringattn_shard_tensor(&gk, &hk, scheme, NULL, 0, world, rank));
   CHECK(ringattn_shard_tensor(&gv, &hv, scheme, NULL, 0, world, rank));
-  void* dq = upload(lq);
-  void* dk = upload(lk);
-  void* dv = upload(lv);
-  void* d_o = upload(std::vector<uint16_t>(lq.size()));
-  ringattn_tensor_t tq = tensor(dq, B, n, Hq, D), tk = tensor(dk, B, n, Hkv, D),
-                    tv = tensor(dv, B, n, Hkv, D), to = tensor(d_o, B, n, Hq, D);
+  DeviceQkvo shard(lq, lk, lv, B, n, Hq, Hkv, D);
+  void* const d_o = shard.buf[3];
 
   // A capturable context over the framework's communicator.
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
@@ -130,7 +145,7 @@ int main(int argc, char** argv) {
   params.scheme = scheme;
 
   // One eager call (plan, workspace), then capture once and replay.
-  CHECK(ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, NULL, &params, stream));
+  CHECK(ringattn_ring_forward(ctx, &shard.q, &shard.k, &shard.v, &shard.o, NULL, &params, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   const std::vector<uint16_t> eager = download(d_o, lq.size());
   CHECK_CUDA(cudaMemset(d_o, 0xff, lq.size() * sizeof(uint16_t)));
@@ -138,7 +153,7 @@ int main(int argc, char** argv) {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-  CHECK(ringattn_ring_forward(ctx, &tq, &tk, &tv, &to, NULL, &params, stream));
+  CHECK(ringattn_ring_forward(ctx, &shard.q, &shard.k, &shard.v, &shard.o, NULL, &params, stream));
   CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
   CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   cudaEvent_t t0, t1;
@@ -154,18 +169,13 @@ int main(int argc, char** argv) {
   const bool same = download(d_o, lq.size()) == eager;
 
   // Every rank's rows against single-process CUDA attention on the whole sequence.
-  void* wq = upload(q);
-  void* wk = upload(k);
-  void* wv = upload(v);
-  void* wo = upload(std::vector<uint16_t>(q.size()));
-  ringattn_tensor_t xq = tensor(wq, B, S, Hq, D), xk = tensor(wk, B, S, Hkv, D),
-                    xv = tensor(wv, B, S, Hkv, D), xo = tensor(wo, B, S, Hq, D);
+  DeviceQkvo all(q, k, v, B, S, Hq, Hkv, D);
   ringattn_attn_params_t whole = RINGATTN_ATTN_PARAMS_INIT;
   whole.causal = 1;
-  CHECK(
-      ringattn_attention_forward(&xq, &xk, &xv, &xo, NULL, &whole, RINGATTN_BACKEND_CUDA, stream));
+  CHECK(ringattn_attention_forward(&all.q, &all.k, &all.v, &all.o, NULL, &whole,
+                                   RINGATTN_BACKEND_CUDA, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
-  const std::vector<uint16_t> o = download(wo, q.size());
+  const std::vector<uint16_t> o = download(all.buf[3], q.size());
   std::vector<int64_t> pos(static_cast<size_t>(n));
   CHECK(ringattn_shard_positions(scheme, S, world, rank, pos.data(), n));
   double err = 0.0;
@@ -190,7 +200,6 @@ int main(int argc, char** argv) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   CHECK(ringattn_context_destroy(ctx));
-  for (void* p : {dq, dk, dv, d_o, wq, wk, wv, wo}) cudaFree(p);
   cudaEventDestroy(t0);
   cudaEventDestroy(t1);
   cudaStreamDestroy(stream);

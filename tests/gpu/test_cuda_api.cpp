@@ -79,15 +79,8 @@ TEST(CudaApi, ForwardAndBackwardOnAUserStreamMatchFp64) {
   ASSERT_TRUE(cuda_ok(cudaStreamCreate(&stream), "cudaStreamCreate"));
   for (DType t : {kBF16, kF32}) {
     const int64_t b = 2, s = 257, hq = 4, hkv = 2, d = 64;
-    KernelSpec spec;
-    spec.dtype = t;
+    KernelSpec spec = whole_sequence_spec(t, s, d, make_mask_spec(true, -1, -1), hq, hkv);
     spec.batch = b;
-    spec.hq = hq;
-    spec.hkv = hkv;
-    spec.d = d;
-    spec.qb = run_block(s);
-    spec.kb = run_block(s);
-    spec.mask = make_mask_spec(true, -1, -1);
     const uint64_t seed = fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed) + ": " + spec.describe());
     const KernelInputs in = make_inputs(spec, seed);
