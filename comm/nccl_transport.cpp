@@ -32,7 +32,7 @@ ringattn_status_t NcclTransport::fail(ringattn_status_t code, const std::string&
 
 ringattn_status_t NcclTransport::cuda_fail(cudaError_t err, const char* what) {
   cudaGetLastError();
-  broken_ = true;
+  abort_comm();
   return fail(RINGATTN_ERROR_CUDA, std::string(what) + " failed: " + cudaGetErrorName(err) + " (" +
                                        cudaGetErrorString(err) + ")");
 }
@@ -45,13 +45,16 @@ ringattn_status_t NcclTransport::nccl_fail(ncclResult_t r, const char* what) {
 }
 
 void NcclTransport::abort_comm() {
-  if (broken_) return;
+  // Whatever broke the transport (a timeout, an NCCL error, a CUDA failure), an owned
+  // communicator is aborted, so that its peers' operations fail instead of spinning until their
+  // own timeouts.
   broken_ = true;
   if (owned_ && comm_ != nullptr) {
     ncclCommAbort(comm_);
     comm_ = nullptr;
   }
 }
+
 
 ringattn_status_t NcclTransport::init_stream(std::string* err) {
   cudaError_t e = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
@@ -108,24 +111,28 @@ std::unique_ptr<NcclTransport> NcclTransport::bootstrap(MPI_Comm mpi_comm, int64
   t->size_ = side->size();
   t->timeout_ms_ = timeout_ms;
   t->owned_ = true;
-  // Rank 0's unique id reaches every rank through the bounded MPI agreement.
-  int64_t mine[kIdValues] = {};
-  ncclResult_t r = ncclSuccess;
+  // Rank 0's unique id reaches every rank through the bounded MPI agreement, followed by rank
+  // 0's status: if ncclGetUniqueId failed there, every rank fails now with its message, rather
+  // than the others initializing with a zero id and waiting out the timeout.
+  constexpr int kValues = kIdValues + 1;
+  int64_t mine[kValues] = {};
   if (t->rank_ == 0) {
     ncclUniqueId id;
-    r = ncclGetUniqueId(&id);
+    const ncclResult_t got = ncclGetUniqueId(&id);
     std::memcpy(mine, &id, sizeof(id));
+    mine[kIdValues] = static_cast<int64_t>(got);
   }
-  std::vector<int64_t> all(static_cast<size_t>(kIdValues * t->size_));
-  *status = side->allgather_i64(mine, kIdValues, all.data());
+  std::vector<int64_t> all(static_cast<size_t>(kValues * t->size_));
+  *status = side->allgather_i64(mine, kValues, all.data());
   if (*status != RINGATTN_SUCCESS) {
     *err = side->error();
     return nullptr;
   }
+  ncclResult_t r = static_cast<ncclResult_t>(all[kIdValues]);
   if (r != ncclSuccess) {
-    // Only rank 0 knows; the others fail in the bounded init below.
     *status = RINGATTN_ERROR_COMM;
-    *err = std::string("ncclGetUniqueId failed: ") + ncclGetErrorString(r);
+    *err = "rank " + std::to_string(t->rank_) +
+           ": nccl transport: ncclGetUniqueId failed on rank 0: " + ncclGetErrorString(r);
     return nullptr;
   }
   ncclUniqueId id;
@@ -146,11 +153,22 @@ std::unique_ptr<NcclTransport> NcclTransport::bootstrap(MPI_Comm mpi_comm, int64
 }
 
 NcclTransport::~NcclTransport() {
-  if (!broken_) {
-    if (comm_stream_ != nullptr) cudaStreamSynchronize(comm_stream_);
-    if (agree_stream_ != nullptr) cudaStreamSynchronize(agree_stream_);
+  // Wait for our streams with the timeout, never unbounded: with the watchdog off a transfer to a
+  // dead peer never completes. If they do not finish, abort an owned communicator (its kernels
+  // then end) and leak what the streams may still use.
+  const auto idle = [this] {
+    cudaError_t e = cudaSuccess;
+    const bool done = poll_until(timeout_ms_, [&] {
+      e = comm_stream_ != nullptr ? cudaStreamQuery(comm_stream_) : cudaSuccess;
+      if (e == cudaSuccess && agree_stream_ != nullptr) e = cudaStreamQuery(agree_stream_);
+      return e != cudaErrorNotReady;
+    });
+    return done && e == cudaSuccess;
+  };
+  const bool clean = !broken_ && idle();
+  if (!clean) abort_comm();
+  if (clean) {
     if (owned_ && comm_ != nullptr) ncclCommDestroy(comm_);
-    // After a failure the comm stream may never finish: its buffers and events are leaked.
     cudaFree(dev_scratch_);
     cudaFreeHost(host_scratch_);
     for (cudaEvent_t e : done_) cudaEventDestroy(e);
@@ -234,6 +252,9 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
   cudaError_t err = cudaEventRecord(ready_, stream_);
   if (err == cudaSuccess) err = cudaStreamWaitEvent(comm_stream_, ready_, 0);
   if (err != cudaSuccess) return cuda_fail(err, "ordering the transfer after the caller's stream");
+  // From here the comm stream is forked from the caller's: during a capture it belongs to the
+  // caller's graph, and every exit joins it back (the caller's stream waits for its "done"
+  // event), or cudaStreamEndCapture would fail with an unjoined stream and hide our error.
   ncclResult_t r = ncclGroupStart();
   if (r == ncclSuccess && recv_bytes > 0) {
     r = ncclRecv(recv, recv_bytes, ncclInt8, src, comm_, comm_stream_);
@@ -243,8 +264,12 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
   }
   const ncclResult_t end = ncclGroupEnd();
   if (r == ncclSuccess) r = end;
-  RINGATTN_COMM_RETURN_IF_ERROR(settle(r, "grouped ncclSend/ncclRecv"));
+  const ringattn_status_t settled = settle(r, "grouped ncclSend/ncclRecv");
   err = cudaEventRecord(done_[e], comm_stream_);
+  if (err == cudaSuccess && settled != RINGATTN_SUCCESS) {
+    err = cudaStreamWaitEvent(stream_, done_[e], 0);
+  }
+  if (settled != RINGATTN_SUCCESS) return settled;
   if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
   ex->handles[0] = e;
   ex->num_requests = 1;
@@ -257,22 +282,28 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
 ringattn_status_t NcclTransport::wait(Exchange* ex) {
   if (!ex->active) return RINGATTN_SUCCESS;
   ex->active = false;
-  if (broken_) {
-    return fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
-  }
   cudaEvent_t done = done_[static_cast<size_t>(ex->handles[0])];
-  if (watchdog_) {
+  ringattn_status_t st = RINGATTN_SUCCESS;
+  if (broken_) {
+    st = fail(RINGATTN_ERROR_COMM, "the transport failed earlier; destroy the context");
+  } else if (watchdog_) {
     // The message is built only when the wait fails (no allocation on the ring's path).
     const int from = ex->recv_peer, to = ex->send_peer;
-    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(done, [from, to] {
+    st = wait_event(done, [from, to] {
       return "ring exchange (receive from rank " + std::to_string(from) + ", send to rank " +
              std::to_string(to) + ")";
-    }));
+    });
   } else {
     // No waiting, but an error NCCL already knows of surfaces now rather than never.
-    RINGATTN_COMM_RETURN_IF_ERROR(async_error());
+    st = async_error();
   }
+  // The caller's stream joins the comm stream whatever happened: a capture must end joined to
+  // report our error rather than "unjoined", and after an abort the transfer's kernels end.
   const cudaError_t err = cudaStreamWaitEvent(stream_, done, 0);
+  if (st != RINGATTN_SUCCESS) {
+    cudaGetLastError();
+    return st;
+  }
   return err == cudaSuccess ? RINGATTN_SUCCESS : cuda_fail(err, "cudaStreamWaitEvent");
 }
 

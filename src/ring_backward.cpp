@@ -146,13 +146,16 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     }
     const RowChunk& kc = plan.k_chunk(me, c);
     if (kc.rows == 0) continue;
-    RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
+    // Later chunks' accumulators may still be arriving: a failure here abandons them too, so
+    // that no exchange outlives the call.
+    const Status st = timed_compute([&] {
       RINGATTN_RETURN_IF_ERROR(backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 0, c),
                                                  offset_rows(tensor_ref(*dk, packed), kc.row0),
                                                  stream));
       return backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 1, c),
                                offset_rows(tensor_ref(*dv, packed), kc.row0), stream);
-    }));
+    });
+    if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
   }
   return timed_compute(
       [&] { return backend_->convert(B, S, Hq, D, dq_acc, tensor_ref(*dq, packed), stream); });

@@ -27,6 +27,7 @@ RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* ba
   chunk_ex_.resize(static_cast<size_t>(chunks_));
   chunk_init_.resize(static_cast<size_t>(chunks_));
   if (!capturable) timer_ = backend_->make_timer();
+  ws_fence_ = backend_->make_use_fence();
 }
 
 double RingContext::device_compute_seconds() { return timer_ ? timer_->seconds() : 0.0; }
@@ -34,7 +35,26 @@ double RingContext::device_compute_seconds() { return timer_ ? timer_->seconds()
 RingContext::~RingContext() {
   // A broken transport may still write into the workspace (a receive that could not be
   // cancelled): leak it rather than free memory that MPI may touch.
-  if (ws_ != nullptr && !transport_->broken()) backend_->free(ws_, nullptr);
+  // The legacy stream waits for the last call that used the workspace (recorded on its own
+  // stream) before the free: no host wait, and no free overtaking a kernel still reading it.
+  if (ws_ != nullptr && !transport_->broken()) release_workspace(nullptr);
+}
+
+void RingContext::release_workspace(void* stream) {
+  if (ws_fence_) {
+    ws_fence_->release(ws_, stream);
+  } else {
+    backend_->free(ws_, stream);
+  }
+  ws_ = nullptr;
+  ws_bytes_ = 0;
+}
+
+void RingContext::end_call(void* stream) {
+  // A call captured into a graph is not recorded: its event would belong to the capture. Such a
+  // call never grows the workspace (refused), and the graph's replays are the caller's to finish
+  // before the context is destroyed.
+  if (ws_fence_ && ws_ != nullptr && !backend_->stream_capturing(stream)) ws_fence_->record(stream);
 }
 
 Status RingContext::ensure_workspace(size_t bytes, void* stream) {
@@ -46,9 +66,9 @@ Status RingContext::ensure_workspace(size_t bytes, void* stream) {
                       "being captured: run one call of this problem before capturing it",
                       transport_->rank(), bytes);
   }
-  if (ws_ != nullptr) backend_->free(ws_, stream);
-  ws_ = nullptr;
-  ws_bytes_ = 0;
+  // The old workspace may still be read by the previous call, on another stream: the free
+  // waits for that call's recorded end.
+  if (ws_ != nullptr) release_workspace(stream);
   ws_ = static_cast<char*>(backend_->alloc(bytes, stream));
   if (ws_ == nullptr) {
     return set_errorf(RINGATTN_ERROR_OUT_OF_MEMORY,
@@ -236,6 +256,7 @@ Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t*
   const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
   RINGATTN_RETURN_IF_ERROR(prepare(kOpForward, st, msg, shape, opts, params, lse != nullptr));
   st = run_forward(q, k, v, o, lse, stream);
+  end_call(stream);
   stats_.total_seconds = ring_now() - t0;
   return st;
 }
@@ -258,6 +279,7 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
   const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
   RINGATTN_RETURN_IF_ERROR(prepare(kOpBackward, st, msg, shape, opts, params, true));
   st = run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+  end_call(stream);
   stats_.total_seconds = ring_now() - t0;
   return st;
 }

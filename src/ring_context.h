@@ -67,6 +67,10 @@ class RingContext {
                  const ringattn_attn_params_t* params, bool has_lse);
   // Start of a forward or backward call on `stream`.
   void begin_call(void* stream);
+  // End of a call that enqueued work on `stream`: marks the workspace's last use.
+  void end_call(void* stream);
+  // Free the workspace on `stream` after its last use (ws_fence_), and forget it.
+  void release_workspace(void* stream);
   Status ensure_workspace(size_t bytes, void* stream);
   // The first call of an operation on a new plan allocates and then agrees that every rank
   // succeeded, so that one rank out of memory fails every rank instead of stalling the ring.
@@ -116,6 +120,7 @@ class RingContext {
   AttnOptions opts_;
   char* ws_ = nullptr;
   size_t ws_bytes_ = 0;
+  std::unique_ptr<Backend::UseFence> ws_fence_;  // the workspace's last use (CUDA), or none
   std::vector<comm::Exchange> chunk_ex_;  // per chunk: gradient accumulators in flight
   std::vector<char> chunk_init_;          // per Q chunk: forward accumulators hold a result
   RingStats stats_;
