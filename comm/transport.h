@@ -64,6 +64,10 @@ class Transport {
   // flight); every later call fails fast and buffers given to it must not be freed.
   virtual bool broken() const = 0;
 
+  // False for a transport that moves nothing (ComputeOnlyTransport): each step computes on the
+  // rank's own block.
+  virtual bool moves_data() const { return true; }
+
   // The stream that the caller's compute runs on (cudaStream_t; NULL for the default stream).
   // Transports that move device buffers order their copies against it; host transports ignore
   // it. Set by the executor at the start of every call, before the first exchange.

@@ -11,6 +11,10 @@
 // time of the iteration, device work included). comm GB/s: bytes a rank sends per second of the
 // run.
 // --single runs the single-process API on the whole problem instead (the baseline, with -np 1).
+// --emulate R/P (with -np 1) runs rank R's share of a P-rank ring alone, with a compute-only
+// context (ringattn_context_create_compute_only): that rank's kernels and timing, no transfers,
+// no check. Summing the device compute of R = 0..P-1 gives the ring's compute over ranks on one
+// device.
 // Backend cuda: the JSON rows add the device time of the ring's compute (CUDA events around
 // every kernel call, per iteration), summed over ranks and of the slowest rank; reading it waits
 // for the call's device work, once after the forward and once after the backward.
@@ -38,6 +42,7 @@ struct Args {
   int64_t begin = 4096, end = 4096, factor = 2, batch = 1, hq = 8, hkv = 0, d = 128;
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
   std::string backend = "cpu", transport = "mpi";
+  std::string emulate;  // "R/P"
   bool causal = false, single = false, verbose = false;
   int iters = 5, warmup = 1, check = 1, chunks = 0;
 };
@@ -245,6 +250,8 @@ int main(int argc, char** argv) {
   app.add_option("-c,--check", a.check, "check against the float64 reference: 0/1");
   app.add_option("--chunks", a.chunks, "compute chunks per ring step (0 = library default)");
   app.add_flag("--single", a.single, "time the single-process API on the whole problem");
+  app.add_option("--emulate", a.emulate,
+                 "R/P: run rank R's share of a P-rank ring alone (compute only, -np 1)");
   app.add_flag("--verbose", a.verbose, "print every rank's timing split of the last iteration");
   app.add_option("--json", a.json, "also write the rows as JSON to this file");
   app.add_option("--backend", a.backend, "cpu|cuda (cuda: device copies of the shards)");
@@ -281,6 +288,17 @@ int main(int argc, char** argv) {
     die("bad sweep: need 0 < -b <= -e, -f >= 2, -n >= 1, -w >= 0");
   }
   if (a.single && world != 1) die("--single times one process: run it with -np 1");
+  int emu_rank = -1, emu_world = 0;
+  if (!a.emulate.empty()) {
+    char tail = 0;
+    if (std::sscanf(a.emulate.c_str(), "%d/%d%c", &emu_rank, &emu_world, &tail) != 2 ||
+        emu_world < 1 || emu_rank < 0 || emu_rank >= emu_world) {
+      die("--emulate: expected R/P with 0 <= R < P");
+    }
+    if (world != 1 || a.single) die("--emulate runs one rank's share alone: -np 1, no --single");
+    a.check = 0;  // the outputs of a compute-only ring are meaningless
+  }
+  const bool emulated = emu_world > 0;
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
   params.causal = a.causal;
   params.scheme = p.scheme;
@@ -295,14 +313,25 @@ int main(int argc, char** argv) {
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   opts.chunks = a.chunks;
   ringattn_context_t ctx = nullptr;
-  if (!a.single) {
+  if (emulated) {
+    if (ringattn_context_create_compute_only(emu_rank, emu_world, backend, &opts, &ctx) !=
+        RINGATTN_SUCCESS) {
+      die(std::string("context: ") + ringattn_get_last_error());
+    }
+  } else if (!a.single) {
     if (ringattn::tool::create_context(a.transport, backend, &opts, &ctx) != RINGATTN_SUCCESS) {
       die(std::string("context: ") + ringattn_get_last_error());
     }
   }
   if (me == 0) {
-    std::printf("# ringattn_bench: %d ranks%s, mode %s, %d iterations (+%d warm-up)\n", world,
-                a.single ? " (single-process API)" : "", a.mode.c_str(), a.iters, a.warmup);
+    if (emulated) {
+      std::printf("# ringattn_bench: rank %d of %d alone (compute only), mode %s, %d iterations "
+                  "(+%d warm-up)\n",
+                  emu_rank, emu_world, a.mode.c_str(), a.iters, a.warmup);
+    } else {
+      std::printf("# ringattn_bench: %d ranks%s, mode %s, %d iterations (+%d warm-up)\n", world,
+                  a.single ? " (single-process API)" : "", a.mode.c_str(), a.iters, a.warmup);
+    }
     std::printf("#%10s %9s %3s %4s %4s %4s %5s %7s %10s %10s %8s %9s %8s %7s %9s\n", "seq",
                 "seq_local", "B", "Hq", "Hkv", "D", "dtype", "mask", "scheme", "time(ms)",
                 "TFLOP/s", "comm_GB/s", "overlap%", "#wrong", "peak_MiB");
@@ -315,7 +344,14 @@ int main(int argc, char** argv) {
     p.hq = a.hq;
     p.hkv = a.hkv;
     p.d = a.d;
-    const int W = a.single ? 1 : world, R = a.single ? 0 : me;
+    // A compute-only context takes the global length as P times its share.
+    const int64_t parts = p.scheme == RINGATTN_SCHEME_ZIGZAG ? 2 * emu_world : emu_world;
+    if (emulated && S % parts != 0) {
+      die("--emulate: S = " + std::to_string(S) + " is not a multiple of " +
+          std::to_string(parts) + " (equal shares)");
+    }
+    const int W = emulated ? emu_world : a.single ? 1 : world;
+    const int R = emulated ? emu_rank : a.single ? 0 : me;
     const std::vector<int64_t> mine = rank_rows(p, W, R);
     const int64_t n = static_cast<int64_t>(mine.size());
     Tensor q, k, v, o, lse, dout, dq, dk, dv;
@@ -536,7 +572,9 @@ int main(int argc, char** argv) {
                      {"overlap_pct", row.overlap},
                      {"overlap_pct_min_rank", row.overlap_min},
                      {"backend", a.backend},
-                     {"transport", a.single ? "none" : a.transport},
+                     {"transport", a.single ? "none" : emulated ? "compute-only" : a.transport},
+                     {"emulated_rank", emulated ? emu_rank : -1},
+                     {"emulated_world", emulated ? emu_world : 0},
                      {"device_compute_ms_sum_ranks", row.device_sum_s * 1e3},
                      {"device_compute_ms_max_rank", row.device_max_s * 1e3},
                      {"comm_wait_ms_max_rank", row.wait_max_s * 1e3},

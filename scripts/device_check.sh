@@ -16,8 +16,9 @@
 # under /tmp), NCCL from the CUDA toolkit or else the nvidia-nccl Python package there.
 #
 # Environment: RINGATTN_CHECK_QUICK=1 benchmarks the target problems only;
-#              RINGATTN_CHECK_SECTIONS (default "ring kernels") what to run after the build, in
-#                that order (the ring first: it has never run, and devices are rare);
+#              RINGATTN_CHECK_SECTIONS (default "ring ringcompute kernels") what to run after
+#                the build, in that order (the ring first: devices are rare); ringcompute
+#                runs every rank's share alone (compute-only contexts) and sums their compute;
 #              RINGATTN_CHECK_BUDGET_S (default 480) the whole script's time: every step's
 #                timeout is cut to what is left, and a step with under 15 s left is skipped;
 #              RINGATTN_CHECK_JOBS (default 16) build jobs.
@@ -175,7 +176,7 @@ grep -E "warning|error" "$OUT/build.log" | head -20
 [[ $rc -eq 0 ]] || { echo "build failed"; tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
 
-SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring kernels}"
+SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring ringcompute kernels}"
 # At most 8 files come back from the machine, also when a run is cut short: every finished
 # file goes into one archive as soon as it is written; only this log stays beside it.
 stash() {
@@ -275,6 +276,59 @@ PY
 stash ring_single.json ring_p4.json ring_p2.json ring_p4c1.json ring_nccl1.json ring_summary.json \
   ring_bench.log
 fi  # ring
+
+if want ringcompute && [[ "${MPI_ARGS[0]}" == *ON ]]; then
+section "GPU ring compute summed over ranks, each rank alone on the GPU (compute-only contexts)"
+# Ranks sharing one GPU time-slice it, so their CUDA-event intervals overlap and their sum
+# overstates the compute. Here every rank's share runs alone (ringattn_bench --emulate R/P: the
+# rank's plan, chunks and kernels, no transfers), one process after another, and its device
+# compute is summed over R against single-process fused attention on the whole sequence.
+RB=$(find "$BUILD/examples" -name ringattn_bench -type f | head -1)
+EMU_ARGS=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode both -n 5 -w 2
+          --backend cuda)
+S_EMU="${RINGATTN_CHECK_RING_SEQ:-32768}"
+run_for 60 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --single -c 0 \
+  --json "$OUT/emu_single.json" >>"$OUT/ring_compute.log" 2>&1
+RESULT[emu_single]=$?
+for V in p1:1:0 p2:2:0 p4:4:0 p4c1:4:1 p8:8:0; do
+  IFS=: read -r NAME P C <<<"$V"
+  for ((R = 0; R < P; ++R)); do
+    run_for 40 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --emulate "$R/$P" \
+      --chunks "$C" --json "$OUT/emu_${NAME}_$R.json" >>"$OUT/ring_compute.log" 2>&1
+    rc=$?
+    [[ $rc -ne 0 ]] && RESULT[emu_${NAME}_$R]=$rc
+  done
+done
+python3 - "$OUT" <<'PY' | tee "$OUT/ring_compute_summary.txt"
+import glob, json, os, sys
+out = sys.argv[1]
+def row(path):
+    try:
+        return json.load(open(path))[-1]
+    except Exception:
+        return None
+single = row(os.path.join(out, "emu_single.json"))
+summary = {"single": single}
+if single:
+    print(f"single-process fused attention: {single['time_ms']:.2f} ms (fwd+bwd, wall, synchronized)")
+for name, P in (("p1", 1), ("p2", 2), ("p4", 4), ("p4c1", 4), ("p8", 8)):
+    rows = [row(os.path.join(out, f"emu_{name}_{r}.json")) for r in range(P)]
+    if not single or any(r is None for r in rows):
+        print(f"{name}: incomplete")
+        continue
+    dev = [r["device_compute_ms_sum_ranks"] for r in rows]
+    summary[name] = {"ranks": P, "chunks": "1" if name.endswith("c1") else "default",
+                     "device_compute_ms_per_rank": dev, "sum_ms": sum(dev), "max_ms": max(dev),
+                     "sum_over_single": sum(dev) / single["time_ms"],
+                     "max_times_P_over_single": max(dev) * P / single["time_ms"]}
+    print(f"{name}: P={P} device compute summed over ranks {sum(dev):.2f} ms -> "
+          f"{sum(dev) / single['time_ms']:.3f}x single (target <= 1.10); slowest rank "
+          f"{max(dev):.2f} ms (x P: {max(dev) * P / single['time_ms']:.3f}x single)")
+json.dump(summary, open(os.path.join(out, "ring_compute_summary.json"), "w"), indent=2)
+PY
+(cd "$OUT" && ls emu_*.json >/dev/null 2>&1 && tar -rf results.tar emu_*.json && rm -f emu_*.json)
+stash ring_compute.log ring_compute_summary.txt ring_compute_summary.json
+fi  # ringcompute
 
 if want kernels; then
 section "gpu tests"

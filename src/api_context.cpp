@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 
+#include "compute_only_transport.h"
 #include "mpi_transport.h"
 #include "ring_context.h"
 #include "ringattn/ringattn_mpi.h"
@@ -100,6 +101,23 @@ struct MpiTransportMaker {
   }
 };
 
+// Rank `rank` of a `world`-rank ring alone, moving nothing (ringattn_context_create_compute_only).
+struct ComputeOnlyTransportMaker {
+  static constexpr bool kCapturable = true;  // never waits on the host
+  int32_t rank, world;
+  std::unique_ptr<comm::Transport> operator()(int64_t /*timeout*/, Backend* /*be*/,
+                                              bool /*capturable*/, Status* st,
+                                              std::string* err) const {
+    if (world < 1 || rank < 0 || rank >= world) {
+      *st = RINGATTN_ERROR_INVALID_ARGUMENT;
+      *err = "arguments 'rank' and 'world' (" + std::to_string(rank) + ", " +
+             std::to_string(world) + "): need 0 <= rank < world";
+      return nullptr;
+    }
+    return std::unique_ptr<comm::Transport>(new comm::ComputeOnlyTransport(rank, world));
+  }
+};
+
 #if defined(RINGATTN_HAVE_NCCL)
 // NCCL moves device memory only.
 bool nccl_backend_ok(Backend* be, Status* st, std::string* err) {
@@ -152,6 +170,17 @@ ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t back
   ringattn::clear_error();
   RINGATTN_API_GUARD_BEGIN
   return ringattn::create_with(backend, options, ctx, ringattn::MpiTransportMaker{comm});
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_context_create_compute_only(int32_t rank, int32_t world,
+                                                       ringattn_backend_t backend,
+                                                       const ringattn_context_options_t* options,
+                                                       ringattn_context_t* ctx) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  return ringattn::create_with(backend, options, ctx,
+                               ringattn::ComputeOnlyTransportMaker{rank, world});
   RINGATTN_API_GUARD_END
 }
 

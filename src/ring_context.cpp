@@ -192,6 +192,16 @@ Status check_packed_share(const AttnShape& shape, const AttnOptions& opts, int32
 
 }  // namespace
 
+Status RingContext::check_share(const AttnShape& shape, const AttnOptions& opts) const {
+  // A compute-only ring stands this rank's block in for every other: only equal fixed-length
+  // shares give every rank this rank's problem (the agreement checks the lengths).
+  if (!transport_->moves_data() && shape.packed) {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "a compute-only context takes fixed-length [B,S,H,D] problems, not packed");
+  }
+  return check_packed_share(shape, opts, transport_->size(), transport_->rank());
+}
+
 Status RingContext::prepare(RingOp op, Status local_status, const std::string& local_message,
                             const AttnShape& shape, const AttnOptions& opts,
                             const ringattn_attn_params_t* params, bool has_lse) {
@@ -249,9 +259,7 @@ Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t*
   AttnOptions opts;
   Status st = validate_forward_tensors(q, k, v, o, lse, &shape);
   if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
-  if (st == RINGATTN_SUCCESS) {
-    st = check_packed_share(shape, opts, transport_->size(), transport_->rank());
-  }
+  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
   if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
   const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
   RINGATTN_RETURN_IF_ERROR(prepare(kOpForward, st, msg, shape, opts, params, lse != nullptr));
@@ -272,9 +280,7 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
   AttnOptions opts;
   Status st = validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape);
   if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
-  if (st == RINGATTN_SUCCESS) {
-    st = check_packed_share(shape, opts, transport_->size(), transport_->rank());
-  }
+  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
   if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
   const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
   RINGATTN_RETURN_IF_ERROR(prepare(kOpBackward, st, msg, shape, opts, params, true));

@@ -65,6 +65,9 @@ class RingContext {
   Status prepare(RingOp op, Status local_status, const std::string& local_message,
                  const AttnShape& shape, const AttnOptions& opts,
                  const ringattn_attn_params_t* params, bool has_lse);
+  // This rank's tensors are its share of the problem (packed shares; a compute-only ring takes
+  // fixed lengths only).
+  Status check_share(const AttnShape& shape, const AttnOptions& opts) const;
   // Start of a forward or backward call on `stream`.
   void begin_call(void* stream);
   // End of a call that enqueued work on `stream`: marks the workspace's last use.

@@ -83,10 +83,25 @@ typedef struct ringattn_ring_stats {
 RINGATTN_API ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
                                                        const ringattn_context_options_t* options,
                                                        ringattn_context_t* ctx);
+/* Rank `rank` of a `world`-rank ring, run alone for measurement: not collective, no transfer
+ * and no communicator. Each step computes on this rank's own K/V in place of the block it would
+ * receive, with everything else as in the real ring (the plan, the chunks, every step's mask from
+ * the positions of the block it stands for, the merges), so the outputs are meaningless while
+ * the compute and its statistics (device_compute_seconds, steps_skipped, bytes_sent as the
+ * bytes the rank would send) are that rank's. Running every rank's share one after another on
+ * one device measures the ring's compute summed over ranks without P devices. Fixed-length
+ * problems only, whose global length is taken as world times the local one (so give S a
+ * multiple of P, of 2P for zigzag: equal shares); a packed problem is
+ * RINGATTN_ERROR_UNSUPPORTED. options as for ringattn_context_create (capturable allowed). */
+RINGATTN_API ringattn_status_t ringattn_context_create_compute_only(
+    int32_t rank, int32_t world, ringattn_backend_t backend,
+    const ringattn_context_options_t* options, ringattn_context_t* ctx);
+
 /* Frees the context and its workspace; never touches the caller's communicator. NULL is a
- * no-op. Not collective. With backend CUDA the device workspace is released on the default
- * stream: when the calls ran on a non-blocking stream, let that stream's work finish (e.g.
- * cudaStreamSynchronize) before destroying the context. */
+ * no-op. Not collective. With backend CUDA the device workspace is released without a host wait,
+ * on the default stream after the last call's work on its own stream (an event recorded at the
+ * end of every call): a call captured into a CUDA graph is not recorded, so finish the graph's
+ * launches before destroying the context. */
 RINGATTN_API ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx);
 
 /* This rank and the number of ranks of the context. Either pointer may be NULL. */
