@@ -284,46 +284,56 @@ section "GPU ring compute summed over ranks, each rank alone on the GPU (compute
 # rank's plan, chunks and kernels, no transfers), one process after another, and its device
 # compute is summed over R against single-process fused attention on the whole sequence.
 RB=$(find "$BUILD/examples" -name ringattn_bench -type f | head -1)
-EMU_ARGS=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode both -n 5 -w 2
-          --backend cuda)
 S_EMU="${RINGATTN_CHECK_RING_SEQ:-32768}"
-run_for 60 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --single -c 0 \
-  --json "$OUT/emu_single.json" >>"$OUT/ring_compute.log" 2>&1
-RESULT[emu_single]=$?
-for V in p1:1:0 p2:2:0 p4:4:0 p4c1:4:1 p8:8:0; do
-  IFS=: read -r NAME P C <<<"$V"
-  for ((R = 0; R < P; ++R)); do
-    run_for 40 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --emulate "$R/$P" \
-      --chunks "$C" --json "$OUT/emu_${NAME}_$R.json" >>"$OUT/ring_compute.log" 2>&1
-    rc=$?
-    [[ $rc -ne 0 ]] && RESULT[emu_${NAME}_$R]=$rc
+# RINGATTN_CHECK_EMU_MODES: fwd, bwd and/or both; RINGATTN_CHECK_EMU_RINGS: NAME:P:CHUNKS
+# (0 = the library's default chunks).
+EMU_MODES="${RINGATTN_CHECK_EMU_MODES:-both}"
+EMU_RINGS="${RINGATTN_CHECK_EMU_RINGS:-p1:1:0 p2:2:0 p4:4:0 p4c1:4:1 p8:8:0}"
+for MODE in $EMU_MODES; do
+  EMU_ARGS=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode "$MODE" -n 5 -w 2
+            --backend cuda)
+  run_for 60 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --single -c 0 \
+    --json "$OUT/emu_${MODE}_single.json" >>"$OUT/ring_compute.log" 2>&1
+  RESULT[emu_${MODE}_single]=$?
+  for V in $EMU_RINGS; do
+    IFS=: read -r NAME P C <<<"$V"
+    for ((R = 0; R < P; ++R)); do
+      run_for 40 mpirun -np 1 "$RB" "${EMU_ARGS[@]}" -b "$S_EMU" -e "$S_EMU" --emulate "$R/$P" \
+        --chunks "$C" --json "$OUT/emu_${MODE}_${NAME}_$R.json" >>"$OUT/ring_compute.log" 2>&1
+      rc=$?
+      [[ $rc -ne 0 ]] && RESULT[emu_${MODE}_${NAME}_$R]=$rc
+    done
   done
 done
-python3 - "$OUT" <<'PY' | tee "$OUT/ring_compute_summary.txt"
-import glob, json, os, sys
+EMU_MODES="$EMU_MODES" EMU_RINGS="$EMU_RINGS" python3 - "$OUT" <<'PY' | tee "$OUT/ring_compute_summary.txt"
+import json, os, sys
 out = sys.argv[1]
 def row(path):
     try:
         return json.load(open(path))[-1]
     except Exception:
         return None
-single = row(os.path.join(out, "emu_single.json"))
-summary = {"single": single}
-if single:
-    print(f"single-process fused attention: {single['time_ms']:.2f} ms (fwd+bwd, wall, synchronized)")
-for name, P in (("p1", 1), ("p2", 2), ("p4", 4), ("p4c1", 4), ("p8", 8)):
-    rows = [row(os.path.join(out, f"emu_{name}_{r}.json")) for r in range(P)]
-    if not single or any(r is None for r in rows):
-        print(f"{name}: incomplete")
-        continue
-    dev = [r["device_compute_ms_sum_ranks"] for r in rows]
-    summary[name] = {"ranks": P, "chunks": "1" if name.endswith("c1") else "default",
-                     "device_compute_ms_per_rank": dev, "sum_ms": sum(dev), "max_ms": max(dev),
-                     "sum_over_single": sum(dev) / single["time_ms"],
-                     "max_times_P_over_single": max(dev) * P / single["time_ms"]}
-    print(f"{name}: P={P} device compute summed over ranks {sum(dev):.2f} ms -> "
-          f"{sum(dev) / single['time_ms']:.3f}x single (target <= 1.10); slowest rank "
-          f"{max(dev):.2f} ms (x P: {max(dev) * P / single['time_ms']:.3f}x single)")
+summary = {}
+for mode in os.environ["EMU_MODES"].split():
+    single = row(os.path.join(out, f"emu_{mode}_single.json"))
+    summary[mode] = {"single": single}
+    if single:
+        print(f"[{mode}] single-process fused attention: {single['time_ms']:.2f} ms (wall, synchronized)")
+    for spec in os.environ["EMU_RINGS"].split():
+        name, P, chunks = spec.split(":")
+        P = int(P)
+        rows = [row(os.path.join(out, f"emu_{mode}_{name}_{r}.json")) for r in range(P)]
+        if not single or any(r is None for r in rows):
+            print(f"[{mode}] {name}: incomplete")
+            continue
+        dev = [r["device_compute_ms_sum_ranks"] for r in rows]
+        summary[mode][name] = {"ranks": P, "chunks": int(chunks), "device_compute_ms_per_rank": dev,
+                               "sum_ms": sum(dev), "max_ms": max(dev),
+                               "sum_over_single": sum(dev) / single["time_ms"],
+                               "max_times_P_over_single": max(dev) * P / single["time_ms"]}
+        print(f"[{mode}] {name}: P={P} device compute summed over ranks {sum(dev):.2f} ms -> "
+              f"{sum(dev) / single['time_ms']:.3f}x single (target <= 1.10); slowest rank "
+              f"{max(dev):.2f} ms (x P: {max(dev) * P / single['time_ms']:.3f}x single)")
 json.dump(summary, open(os.path.join(out, "ring_compute_summary.json"), "w"), indent=2)
 PY
 (cd "$OUT" && ls emu_*.json >/dev/null 2>&1 && tar -rf results.tar emu_*.json && rm -f emu_*.json)
