@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "host_dtype.h"
+#include "tool_collectives.h"
 #if defined(RINGATTN_HAVE_CUDA)
 #include <cuda_runtime_api.h>
 #endif
@@ -236,14 +237,14 @@ std::vector<float> gather_global(const Problem& p, const Tensor& local, int64_t 
   const std::vector<float> mine = to_float(local);
   int n = static_cast<int>(mine.size());
   std::vector<int> counts(world), displs(world);
-  MPI_Gather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, 0, comm);
+  bounded_gather(&n, 1, MPI_INT, counts.data(), 0, comm, "the gather of result sizes");
   std::vector<float> all;
   if (me == 0) {
     for (int r = 1; r < world; ++r) displs[r] = displs[r - 1] + counts[r - 1];
     all.resize(static_cast<size_t>(displs[world - 1] + counts[world - 1]));
   }
-  MPI_Gatherv(mine.data(), n, MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, 0,
-              comm);
+  bounded_gatherv(mine.data(), n, MPI_FLOAT, all.data(), counts.data(), displs.data(), 0, comm,
+                  "the gather of results");
   if (me != 0) return {};
   const int64_t b = p.packed ? 1 : p.batch;
   const int64_t width = lse ? 1 : p.d;

@@ -18,6 +18,9 @@
 // Backend cuda: the JSON rows add the device time of the ring's compute (CUDA events around
 // every kernel call, per iteration), summed over ranks and of the slowest rank; reading it waits
 // for the call's device work, once after the forward and once after the backward.
+// A failed call prints the library's message at once; a timeout or communication failure (a
+// peer may be gone) ends the rank with exit code 1 before any other collective, and the
+// bench's own collectives are bounded by RINGATTN_TIMEOUT_MS (tool_collectives.h).
 #include <mpi.h>
 #include <sys/resource.h>
 
@@ -32,6 +35,7 @@
 
 #include "host_dtype.h"
 #include "ring_tool.h"
+#include "tool_collectives.h"
 
 namespace {
 
@@ -228,6 +232,7 @@ struct Row {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  ringattn::tool::set_tool_name("ringattn_bench");
   int world = 1, me = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
@@ -398,17 +403,24 @@ int main(int argc, char** argv) {
                  : ringattn_ring_backward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
                                           pdq.t(), pdk.t(), pdv.t(), &prm, nullptr);
     };
+    // A failed call is reported at once, before any collective (a timed-out peer never joins
+    // one) and before the statistics are read; then the rank stops.
+    auto succeeded = [](ringattn_status_t st) {
+      if (st == RINGATTN_SUCCESS) return true;
+      ringattn::tool::report_ring_failure(st, ringattn_get_last_error());
+      ringattn::tool::exit_now(1, "stopping after the failure above");
+    };
     double sum_time = 0, sum_total = 0, sum_compute = 0, sum_device = 0, sum_wait = 0, sum_dt = 0;
     int64_t bytes = 0;
     bool ok = true;
     for (int it = 0; it < a.warmup + a.iters && ok; ++it) {
       // The backward needs the forward's O and LSE: in bwd mode the forward runs untimed.
       if (!fwd) {
-        ok = call_fwd() == RINGATTN_SUCCESS;
+        ok = succeeded(call_fwd());
         // Its kernels must not run inside the timed backward.
         if (device) ringattn::tool::device_sync();
       }
-      MPI_Barrier(MPI_COMM_WORLD);
+      ringattn::tool::bounded_barrier(MPI_COMM_WORLD, "the barrier before an iteration");
       const double t0 = MPI_Wtime();
       double total = 0, compute = 0, dev = 0, wait = 0;
       ringattn_ring_stats_t st{};
@@ -424,7 +436,7 @@ int main(int argc, char** argv) {
         }
       };
       if (fwd && ok) {
-        ok = call_fwd() == RINGATTN_SUCCESS;
+        ok = succeeded(call_fwd());
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("forward");
         total += st.total_seconds, compute += st.compute_seconds;
@@ -432,7 +444,7 @@ int main(int argc, char** argv) {
         if (it >= a.warmup) bytes += st.bytes_sent;
       }
       if (bwd && ok) {
-        ok = call_bwd() == RINGATTN_SUCCESS;
+        ok = succeeded(call_bwd());
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("backward");
         total += st.total_seconds, compute += st.compute_seconds;
@@ -441,7 +453,8 @@ int main(int argc, char** argv) {
       }
       if (device) ringattn::tool::device_sync();  // the calls only enqueue device work
       double dt = MPI_Wtime() - t0, slowest = 0;
-      MPI_Allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+      ringattn::tool::bounded_allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD,
+                                        "the reduction of iteration times");
       if (it >= a.warmup) {
         sum_time += slowest;
         sum_total += total;
@@ -451,10 +464,10 @@ int main(int argc, char** argv) {
         sum_dt += dt;
       }
     }
-    if (!ok) {
-      std::fprintf(stderr, "ringattn_bench: rank %d: %s\n", me, ringattn_get_last_error());
-      MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    auto reduce = [](const double* in, double* out, MPI_Op op) {
+      ringattn::tool::bounded_allreduce(in, out, 1, MPI_DOUBLE, op, MPI_COMM_WORLD,
+                                        "the reduction of a row's statistics");
+    };
     Row row;
     row.seq = S;
     row.seq_local = n;
@@ -470,18 +483,18 @@ int main(int argc, char** argv) {
                       : device ? (sum_dt > 0 ? sum_device / sum_dt : 0.0)
                                : (sum_total > 0 ? sum_compute / sum_total : 0.0);
     double ov_sum = 0, ov_min = 0, gb_max = 0;
-    MPI_Allreduce(&ov, &ov_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(&ov, &ov_min, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
-    MPI_Allreduce(&row.gbps, &gb_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    reduce(&ov, &ov_sum, MPI_SUM);
+    reduce(&ov, &ov_min, MPI_MIN);
+    reduce(&row.gbps, &gb_max, MPI_MAX);
     row.overlap = 100.0 * ov_sum / world;
     row.overlap_min = 100.0 * ov_min;
     row.gbps = gb_max;
     const double dev_mine = sum_device / a.iters, wait_mine = sum_wait / a.iters;
-    MPI_Allreduce(&dev_mine, &row.device_sum_s, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(&dev_mine, &row.device_max_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    MPI_Allreduce(&wait_mine, &row.wait_max_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    reduce(&dev_mine, &row.device_sum_s, MPI_SUM);
+    reduce(&dev_mine, &row.device_max_s, MPI_MAX);
+    reduce(&wait_mine, &row.wait_max_s, MPI_MAX);
     const double peak = peak_mib();
-    MPI_Allreduce(&peak, &row.peak_mib_max, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    reduce(&peak, &row.peak_mib_max, MPI_MAX);
     if (a.check) {
       // Gather in global order on rank 0; compare sampled query rows (every row when small)
       // with the float64 reference; dK/dV only when every row is checked.
@@ -542,7 +555,8 @@ int main(int argc, char** argv) {
           }
         }
       }
-      MPI_Bcast(&wrong, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
+      ringattn::tool::bounded_bcast(&wrong, 1, MPI_INT64_T, 0, MPI_COMM_WORLD,
+                                    "the broadcast of the check's result");
       row.wrong = wrong;
     }
     if (me == 0) {

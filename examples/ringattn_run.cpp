@@ -10,6 +10,9 @@
 // --do, dq.npy, dk.npy, dv.npy. Any bad input makes every rank exit non-zero with a message.
 // --backend cuda runs on device copies of the shards (current device; ranks may share one GPU)
 // over --transport mpi (staged through pinned host memory) or nccl (one GPU per rank).
+// A failed ring call prints the library's message on the rank that got it; a timeout or a
+// communication failure (a peer may be gone) ends the rank at once with exit code 1, and every
+// collective of the tool itself is bounded by RINGATTN_TIMEOUT_MS (tool_collectives.h).
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +23,7 @@
 
 #include "npy.h"
 #include "ring_tool.h"
+#include "tool_collectives.h"
 
 namespace {
 
@@ -36,7 +40,8 @@ struct Args {
 // Every rank decides the same way: an error anywhere is an error everywhere.
 bool all_ok(bool ok) {
   int v = ok ? 1 : 0, all = 0;
-  MPI_Allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  ringattn::tool::bounded_allreduce(&v, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD,
+                                    "the agreement on success");
   return all == 1;
 }
 
@@ -217,14 +222,19 @@ int run(const Args& a) {
   }
   // A rank that could not place its shards must not leave the others waiting in the ring.
   const bool go = all_ok(st == RINGATTN_SUCCESS);
+  bool ring_failed = false;
   if (go) {
     st = ringattn_ring_forward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &params, nullptr);
+    ring_failed = st != RINGATTN_SUCCESS;
   }
   if (go && st == RINGATTN_SUCCESS && backward) {
     st = ringattn_ring_backward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(), pdq.t(),
                                 pdk.t(), pdv.t(), &params, nullptr);
+    ring_failed = st != RINGATTN_SUCCESS;
   }
   std::string msg = place_err.empty() ? ringattn_get_last_error() : place_err;
+  // At once, before any collective: on a timeout the peer that stopped never joins one.
+  if (ring_failed) ringattn::tool::report_ring_failure(st, msg);
   ringattn_context_destroy(ctx);
   if (go && st == RINGATTN_SUCCESS) {
     // Synchronous copies on the default stream: after the ring's work on it.
@@ -234,8 +244,8 @@ int run(const Args& a) {
     if (!down) st = RINGATTN_ERROR_CUDA;
   }
   if (!all_ok(go && st == RINGATTN_SUCCESS)) {
-    if (st != RINGATTN_SUCCESS) {
-      std::fprintf(stderr, "ringattn_run: rank %d: %s\n  %s\n", me, ringattn_status_string(st),
+    if (st != RINGATTN_SUCCESS && !ring_failed) {
+      std::fprintf(stderr, "ringattn_run: rank %d: %s: %s\n", me, ringattn_status_string(st),
                    msg.c_str());
     }
     return 1;
@@ -296,6 +306,7 @@ int run(const Args& a) {
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
+  ringattn::tool::set_tool_name("ringattn_run");
   int me = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
   Args a;

@@ -191,7 +191,12 @@ Status agree_on_problem(comm::Transport* t, const int64_t* fp, std::vector<int64
   int64_t total = 0;
   for (int r = 0; r < P; ++r) {
     (*local_rows)[r] = at(r, kLocalRows);
-    total += at(r, kLocalRows);
+    // Each local length is validated below 2^48; the sum is too, so that positions stay small.
+    if (__builtin_add_overflow(total, at(r, kLocalRows), &total) || total > (int64_t{1} << 48)) {
+      return set_errorf(RINGATTN_ERROR_SHAPE_MISMATCH,
+                        "rank %d: the local lengths of the ranks add up to more than 2^48 tokens",
+                        me);
+    }
   }
   *global_seq = total;
   // Packed shares were checked locally against cu_seqlens; fixed lengths are checked here, where

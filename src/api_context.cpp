@@ -215,7 +215,7 @@ ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx) {
 }
 
 ringattn_status_t ringattn_context_rank(ringattn_context_t ctx, int32_t* rank, int32_t* world) {
-  ringattn::clear_error();
+  // A query leaves the last error as it is: it is read after a failed call.
   RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
   if (rank != nullptr) *rank = ctx->ring->transport()->rank();
   if (world != nullptr) *world = ctx->ring->transport()->size();
@@ -223,7 +223,7 @@ ringattn_status_t ringattn_context_rank(ringattn_context_t ctx, int32_t* rank, i
 }
 
 ringattn_status_t ringattn_context_workspace_size(ringattn_context_t ctx, size_t* bytes) {
-  ringattn::clear_error();
+  // A query leaves the last error as it is: it is read after a failed call.
   RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
   if (bytes == nullptr) {
     return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'bytes' is NULL");
@@ -234,7 +234,7 @@ ringattn_status_t ringattn_context_workspace_size(ringattn_context_t ctx, size_t
 
 ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
                                               ringattn_ring_stats_t* stats) {
-  ringattn::clear_error();
+  // A query leaves the last error as it is: it is read after a failed call.
   RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
   if (stats == nullptr) {
     return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'stats' is NULL");

@@ -6,6 +6,7 @@
 
 #include "attention_cpu.h"
 #include "backend.h"
+#include "validate.h"
 
 namespace ringattn {
 namespace {
@@ -97,16 +98,17 @@ Backend* cpu_backend() {
 
 Status get_backend(ringattn_backend_t kind, Backend** out) {
   *out = nullptr;
-  if (kind == RINGATTN_BACKEND_CPU) {
+  const int64_t value = enum_value(kind);  // read as an integer: it may be out of range
+  if (value == RINGATTN_BACKEND_CPU) {
     *out = cpu_backend();
     return RINGATTN_SUCCESS;
   }
-  if (kind == RINGATTN_BACKEND_CUDA) {
+  if (value == RINGATTN_BACKEND_CUDA) {
     *out = cuda_backend();
     return *out != nullptr ? RINGATTN_SUCCESS : RINGATTN_ERROR_UNSUPPORTED;
   }
-  return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'backend' has an unknown value %d",
-                    static_cast<int>(kind));
+  return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                    "argument 'backend' has an unknown value %lld", static_cast<long long>(value));
 }
 
 }  // namespace ringattn

@@ -27,21 +27,24 @@ Status check_tensor(const ringattn_tensor_t* t, const char* name, bool packed) {
   if (t->strides[t->ndim - 1] != 1 && t->shape[t->ndim - 1] > 1) {
     return set_errorf(RINGATTN_ERROR_BAD_STRIDE, "'%s' last dimension is not contiguous", name);
   }
-  if (t->dtype != RINGATTN_FLOAT32 && t->dtype != RINGATTN_FLOAT16 &&
-      t->dtype != RINGATTN_BFLOAT16) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype", name);
+  const int64_t dtype = enum_value(t->dtype);
+  if (dtype != RINGATTN_FLOAT32 && dtype != RINGATTN_FLOAT16 && dtype != RINGATTN_BFLOAT16) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld",
+                      name, static_cast<long long>(dtype));
   }
-  return RINGATTN_SUCCESS;
+  return check_tensor_extent(t, name);
 }
 
 // Copies rows between the global and local tensor; to_local chooses the direction.
 Status shard_copy(const ringattn_tensor_t* global, const ringattn_tensor_t* local,
                   ringattn_scheme_t scheme, const int64_t* cu, int64_t num_seqs, int32_t world,
                   int32_t rank, bool to_local) {
-  if (scheme != RINGATTN_SCHEME_CONTIGUOUS && scheme != RINGATTN_SCHEME_ZIGZAG &&
-      scheme != RINGATTN_SCHEME_STRIPED) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'scheme' has an unknown value %d",
-                      static_cast<int>(scheme));
+  const int64_t scheme_value = enum_value(scheme);
+  if (scheme_value != RINGATTN_SCHEME_CONTIGUOUS && scheme_value != RINGATTN_SCHEME_ZIGZAG &&
+      scheme_value != RINGATTN_SCHEME_STRIPED) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "argument 'scheme' has an unknown value %lld",
+                      static_cast<long long>(scheme_value));
   }
   if (world <= 0 || rank < 0 || rank >= world) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
@@ -67,14 +70,22 @@ Status shard_copy(const ringattn_tensor_t* global, const ringattn_tensor_t* loca
   const int64_t batch = packed ? 1 : global->shape[0];
   const int64_t H = global->shape[hd], D = global->shape[hd + 1];
   const size_t esz = dtype_size(to_dtype(global->dtype));
+  if (packed && (num_seqs < 0 || num_seqs > kMaxSequences)) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "argument 'num_seqs' is %lld, must be in 0..2^31-1",
+                      static_cast<long long>(num_seqs));
+  }
+  for (int64_t b = 0; packed && b <= num_seqs; ++b) {
+    if (cu[b] < 0 || cu[b] > kMaxTensorElements || (b == 0 ? cu[0] != 0 : cu[b] < cu[b - 1])) {
+      return set_error(RINGATTN_ERROR_INVALID_ARGUMENT,
+                       "'cu_seqlens' is not 0-based non-decreasing (at most 2^48 tokens)");
+    }
+  }
   // (sequence offset in the global rows, length) per sequence.
   const int64_t nseq = packed ? num_seqs : 1;
   int64_t local_rows = 0;
   for (int64_t b = 0; b < nseq; ++b) {
     const int64_t len = packed ? cu[b + 1] - cu[b] : global->shape[1];
-    if (packed && (len < 0 || cu[0] != 0)) {
-      return set_error(RINGATTN_ERROR_INVALID_ARGUMENT, "'cu_seqlens' is not 0-based increasing");
-    }
     local_rows += scheme_local_len(scheme, len, world, rank);
   }
   const int64_t global_rows = packed ? cu[num_seqs] : global->shape[1];

@@ -1,22 +1,141 @@
 #include "validate.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace ringattn {
 namespace {
 
-const char* dtype_name(ringattn_dtype_t d) {
+const char* dtype_name(int64_t d) {
   switch (d) {
     case RINGATTN_FLOAT32: return "float32";
     case RINGATTN_FLOAT16: return "float16";
     case RINGATTN_BFLOAT16: return "bfloat16";
+    default: return "unknown";
   }
-  return "unknown";
 }
 
-bool valid_dtype(ringattn_dtype_t d) {
+bool valid_dtype(int64_t d) {
   return d == RINGATTN_FLOAT32 || d == RINGATTN_FLOAT16 || d == RINGATTN_BFLOAT16;
+}
+
+int64_t elem_bytes(const ringattn_tensor_t* t) {
+  return enum_value(t->dtype) == RINGATTN_FLOAT32 ? 4 : 2;
+}
+
+bool empty(const ringattn_tensor_t* t) {
+  for (int32_t i = 0; i < t->ndim; ++i) {
+    if (t->shape[i] == 0) return true;
+  }
+  return false;
+}
+
+// Offset (in elements) of the last element of a validated, non-empty descriptor.
+int64_t last_offset(const ringattn_tensor_t* t) {
+  int64_t last = 0;
+  for (int32_t i = 0; i < t->ndim; ++i) last += (t->shape[i] - 1) * t->strides[i];
+  return last;
+}
+
+// The dims of size > 1 of a descriptor, by decreasing stride, with the largest offset the dims
+// after each reach: reach[k] = sum over m >= k of (n_m - 1) * s_m.
+struct Dims {
+  int n = 0;
+  int64_t size[4], stride[4], reach[5];
+};
+Dims sorted_dims(const ringattn_tensor_t* t) {
+  Dims d;
+  for (int32_t i = 0; i < t->ndim; ++i) {
+    if (t->shape[i] > 1) d.size[d.n] = t->shape[i], d.stride[d.n] = t->strides[i], ++d.n;
+  }
+  for (int a = 1; a < d.n; ++a) {  // insertion sort, <= 4 dims
+    for (int b = a; b > 0 && d.stride[b] > d.stride[b - 1]; --b) {
+      std::swap(d.stride[b], d.stride[b - 1]);
+      std::swap(d.size[b], d.size[b - 1]);
+    }
+  }
+  d.reach[d.n] = 0;
+  for (int k = d.n - 1; k >= 0; --k) d.reach[k] = d.reach[k + 1] + (d.size[k] - 1) * d.stride[k];
+  return d;
+}
+
+// Two elements of the descriptor share memory: some dim's stride does not exceed what the
+// smaller-stride dims reach (a zero stride on a dim of size > 1, for one).
+bool self_overlapping(const ringattn_tensor_t* t) {
+  const Dims d = sorted_dims(t);
+  for (int k = 0; k < d.n; ++k) {
+    if (d.stride[k] <= d.reach[k + 1]) return true;
+  }
+  return false;
+}
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// Is `delta` a difference of two element offsets of the (non-self-overlapping) layout `d`, from
+// dim k on: delta = sum of c_m * s_m with |c_m| <= n_m - 1?
+bool offsets_differ_by(const Dims& d, int k, int64_t delta) {
+  if (k >= d.n || k >= 4) return delta == 0;
+  const int64_t s = d.stride[k], r = d.reach[k + 1], n = d.size[k];
+  const int64_t lo = std::max(-(n - 1), -floor_div(r - delta, s));
+  const int64_t hi = std::min(n - 1, floor_div(delta + r, s));
+  for (int64_t c = lo; c <= hi; ++c) {
+    if (offsets_differ_by(d, k + 1, delta - c * s)) return true;
+  }
+  return false;
+}
+
+struct Named {
+  const ringattn_tensor_t* t;
+  const char* name;
+};
+
+// Do two validated descriptors share memory? Byte ranges that do not meet never do; views with
+// the same dtype, shape and strides (interleaved views of one buffer, such as dK and dV in one
+// [B, S, 2, Hkv, D] tensor) are checked element by element; any other pair whose ranges meet
+// is taken to share memory.
+bool share_memory(const ringattn_tensor_t* a, const ringattn_tensor_t* b) {
+  if (a->data == nullptr || b->data == nullptr || empty(a) || empty(b)) return false;
+  const uintptr_t a0 = reinterpret_cast<uintptr_t>(a->data);
+  const uintptr_t b0 = reinterpret_cast<uintptr_t>(b->data);
+  const uintptr_t a1 = a0 + static_cast<uintptr_t>((last_offset(a) + 1) * elem_bytes(a));
+  const uintptr_t b1 = b0 + static_cast<uintptr_t>((last_offset(b) + 1) * elem_bytes(b));
+  if (a1 <= b0 || b1 <= a0) return false;
+  bool same = enum_value(a->dtype) == enum_value(b->dtype) && a->ndim == b->ndim;
+  for (int32_t i = 0; same && i < a->ndim; ++i) {
+    same = a->shape[i] == b->shape[i] && a->strides[i] == b->strides[i];
+  }
+  const int64_t bytes = b0 >= a0 ? static_cast<int64_t>(b0 - a0) : -static_cast<int64_t>(a0 - b0);
+  if (!same || bytes % elem_bytes(a) != 0 || self_overlapping(a)) return true;
+  return offsets_differ_by(sorted_dims(a), 0, bytes / elem_bytes(a));
+}
+
+// Outputs share memory neither with an input nor with another output, nor within themselves.
+Status check_outputs_apart(const Named* outs, int n_out, const Named* ins, int n_in) {
+  for (int i = 0; i < n_out; ++i) {
+    if (!empty(outs[i].t) && self_overlapping(outs[i].t)) {
+      return set_errorf(RINGATTN_ERROR_BAD_STRIDE,
+                        "output '%s': its strides map two elements to the same memory (for "
+                        "example a stride of 0 on a dimension of size > 1)",
+                        outs[i].name);
+    }
+    for (int j = 0; j < n_in; ++j) {
+      if (share_memory(outs[i].t, ins[j].t)) {
+        return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                          "output '%s' overlaps input '%s' in memory (in-place calls are not "
+                          "supported)",
+                          outs[i].name, ins[j].name);
+      }
+    }
+    for (int j = 0; j < i; ++j) {
+      if (share_memory(outs[i].t, outs[j].t)) {
+        return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                          "outputs '%s' and '%s' overlap in memory", outs[j].name, outs[i].name);
+      }
+    }
+  }
+  return RINGATTN_SUCCESS;
 }
 
 // Structural checks of one descriptor: pointer, ndim, non-negative sizes and strides,
@@ -28,11 +147,10 @@ Status check_descriptor(const ringattn_tensor_t* t, const char* name, int32_t nd
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has ndim %d, expected %d or %d", name,
                       t->ndim, ndim_a, ndim_b);
   }
-  if (!valid_dtype(t->dtype)) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %d", name,
-                      static_cast<int>(t->dtype));
+  if (!valid_dtype(enum_value(t->dtype))) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld",
+                      name, static_cast<long long>(enum_value(t->dtype)));
   }
-  int64_t elems = 1;
   for (int32_t i = 0; i < t->ndim; ++i) {
     if (t->shape[i] < 0) {
       return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has a negative size %lld in dim %d",
@@ -42,14 +160,14 @@ Status check_descriptor(const ringattn_tensor_t* t, const char* name, int32_t nd
       return set_errorf(RINGATTN_ERROR_BAD_STRIDE, "'%s' has a negative stride %lld in dim %d",
                         name, static_cast<long long>(t->strides[i]), i);
     }
-    elems *= t->shape[i];
   }
+  RINGATTN_RETURN_IF_ERROR(check_tensor_extent(t, name));
   if (t->strides[t->ndim - 1] != 1 && t->shape[t->ndim - 1] > 1) {
     return set_errorf(RINGATTN_ERROR_BAD_STRIDE,
                       "'%s' last dimension is not contiguous (stride %lld, must be 1)", name,
                       static_cast<long long>(t->strides[t->ndim - 1]));
   }
-  if (t->data == nullptr && elems > 0) {
+  if (t->data == nullptr && !empty(t)) {
     return set_errorf(RINGATTN_ERROR_NULL_POINTER, "'%s'.data is NULL", name);
   }
   return RINGATTN_SUCCESS;
@@ -166,6 +284,31 @@ Status check_lse(const ringattn_tensor_t* lse, const AttnShape& s) {
 
 }  // namespace
 
+Status check_tensor_extent(const ringattn_tensor_t* t, const char* name) {
+  if (empty(t)) return RINGATTN_SUCCESS;
+  int64_t elems = 1, last = 0;
+  for (int32_t i = 0; i < t->ndim; ++i) {
+    if (__builtin_mul_overflow(elems, t->shape[i], &elems) || elems > kMaxTensorElements) {
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "'%s' has shape %s: more than 2^48 elements", name, dims(t).c_str());
+    }
+  }
+  for (int32_t i = 0; i < t->ndim; ++i) {
+    int64_t term = 0;
+    if (__builtin_mul_overflow(t->shape[i] - 1, t->strides[i], &term) ||
+        __builtin_add_overflow(last, term, &last) || last >= kMaxTensorElements) {
+      std::string strides = "[";
+      for (int32_t j = 0; j < t->ndim; ++j) {
+        strides += (j ? "," : "") + std::to_string(t->strides[j]);
+      }
+      return set_errorf(RINGATTN_ERROR_BAD_STRIDE,
+                        "'%s' with shape %s and strides %s] reaches beyond element 2^48", name,
+                        dims(t).c_str(), strides.c_str());
+    }
+  }
+  return RINGATTN_SUCCESS;
+}
+
 DType to_dtype(ringattn_dtype_t d) {
   return d == RINGATTN_FLOAT16 ? kF16 : d == RINGATTN_BFLOAT16 ? kBF16 : kF32;
 }
@@ -178,7 +321,9 @@ Status validate_forward_tensors(const ringattn_tensor_t* q, const ringattn_tenso
   RINGATTN_RETURN_IF_ERROR(check_qkv(q, k, v, shape));
   RINGATTN_RETURN_IF_ERROR(check_like_q(o, "o", q));
   if (lse != nullptr) RINGATTN_RETURN_IF_ERROR(check_lse(lse, *shape));
-  return RINGATTN_SUCCESS;
+  const Named outs[2] = {{o, "o"}, {lse, "lse"}};
+  const Named ins[3] = {{q, "q"}, {k, "k"}, {v, "v"}};
+  return check_outputs_apart(outs, lse != nullptr ? 2 : 1, ins, 3);
 }
 
 Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
@@ -194,7 +339,9 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
   RINGATTN_RETURN_IF_ERROR(check_like_q(dq, "dq", q));
   RINGATTN_RETURN_IF_ERROR(check_like_k(dk, "dk", k));
   RINGATTN_RETURN_IF_ERROR(check_like_k(dv, "dv", k));
-  return RINGATTN_SUCCESS;
+  const Named outs[3] = {{dq, "dq"}, {dk, "dk"}, {dv, "dv"}};
+  const Named ins[6] = {{q, "q"}, {k, "k"}, {v, "v"}, {o, "o"}, {lse, "lse"}, {dout, "dout"}};
+  return check_outputs_apart(outs, 3, ins, 6);
 }
 
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
@@ -221,20 +368,22 @@ Status validate_params(const ringattn_attn_params_t* params, const AttnShape& sh
   }
   opts->causal = params->causal != 0;
   opts->mask = make_mask_spec(opts->causal, params->window_left, params->window_right);
-  if (params->scheme != RINGATTN_SCHEME_CONTIGUOUS && params->scheme != RINGATTN_SCHEME_ZIGZAG &&
-      params->scheme != RINGATTN_SCHEME_STRIPED) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.scheme has an unknown value %d",
-                      static_cast<int>(params->scheme));
+  const int64_t scheme = enum_value(params->scheme);
+  if (scheme != RINGATTN_SCHEME_CONTIGUOUS && scheme != RINGATTN_SCHEME_ZIGZAG &&
+      scheme != RINGATTN_SCHEME_STRIPED) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.scheme has an unknown value %lld",
+                      static_cast<long long>(scheme));
   }
-  opts->scheme = static_cast<int32_t>(params->scheme);
+  opts->scheme = static_cast<int32_t>(scheme);
   opts->cu_seqlens.clear();
   if (shape.packed) {
     if (params->cu_seqlens == nullptr) {
       return set_error(RINGATTN_ERROR_NULL_POINTER,
                        "'params'.cu_seqlens is NULL but the tensors are packed [T, H, D]");
     }
-    if (params->num_seqs < 0) {
-      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.num_seqs is negative (%lld)",
+    if (params->num_seqs < 0 || params->num_seqs > kMaxSequences) {
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "'params'.num_seqs is %lld, must be in 0..2^31-1",
                         static_cast<long long>(params->num_seqs));
     }
     opts->cu_seqlens.assign(params->cu_seqlens, params->cu_seqlens + params->num_seqs + 1);
@@ -243,6 +392,12 @@ Status validate_params(const ringattn_attn_params_t* params, const AttnShape& sh
                         static_cast<long long>(opts->cu_seqlens[0]));
     }
     for (int64_t b = 0; b < params->num_seqs; ++b) {
+      if (opts->cu_seqlens[b + 1] > kMaxTensorElements) {
+        return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                          "'params'.cu_seqlens[%lld] is %lld, beyond 2^48 tokens",
+                          static_cast<long long>(b + 1),
+                          static_cast<long long>(opts->cu_seqlens[b + 1]));
+      }
       if (opts->cu_seqlens[b + 1] < opts->cu_seqlens[b]) {
         return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
                           "'params'.cu_seqlens is decreasing at index %lld", static_cast<long long>(b + 1));

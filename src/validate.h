@@ -2,6 +2,7 @@
 // Every failure returns its own status code with a message that names the argument.
 #pragma once
 
+#include <cstring>
 #include <vector>
 
 #include "local_params.h"
@@ -28,8 +29,29 @@ struct AttnOptions {
   std::vector<int64_t> cu_seqlens;  // global packed offsets; empty for fixed length
 };
 
-// Checks q, k, v, o (and lse when non-null) for a forward call. `name_prefix` is prepended to
-// argument names in messages (e.g. "rank 3: ").
+// The largest element count and the largest extent (offset of the last element + 1, in
+// elements) of any tensor: 2^48. Far beyond any memory, and small enough that every size derived
+// from validated shapes (bytes, workspace regions, their sums) fits in 64 bits.
+constexpr int64_t kMaxTensorElements = int64_t{1} << 48;
+// The most packed sequences of one call.
+constexpr int64_t kMaxSequences = (int64_t{1} << 31) - 1;
+
+// The raw value of a C enum field, read as its underlying integer (loading a value outside the
+// enumerators as the enum type is undefined behaviour).
+template <typename E>
+int64_t enum_value(const E& e) {
+  static_assert(sizeof(E) == sizeof(int32_t), "C enums of the API are 32-bit");
+  int32_t v = 0;
+  std::memcpy(&v, &e, sizeof(v));
+  return v;
+}
+
+// Sizes and strides of one descriptor (ndim already checked): its element count and extent,
+// computed with overflow checks, at most kMaxTensorElements; `name` names it in the message.
+Status check_tensor_extent(const ringattn_tensor_t* t, const char* name);
+
+// Checks q, k, v, o (and lse when non-null) for a forward call: descriptors, shapes, dtypes,
+// extents, and outputs that overlap an input or each other (rejected, see ringattn.h).
 Status validate_forward_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                                 const ringattn_tensor_t* v, const ringattn_tensor_t* o,
                                 const ringattn_tensor_t* lse, AttnShape* shape);

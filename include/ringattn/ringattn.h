@@ -26,7 +26,19 @@
  *
  * Masks are computed from global positions: causal (key position <= query position) and a sliding
  * window (left, right): a query at position p sees keys in [p - left, p + right]; -1 is unbounded.
- * Causal is the same as right = 0.
+ * Causal is the same as right = 0. A side of 2^61 or more is unbounded too (no overflow).
+ *
+ * Limits, checked on every call with overflow-safe arithmetic (RINGATTN_ERROR_INVALID_ARGUMENT or
+ * RINGATTN_ERROR_BAD_STRIDE naming the tensor): a tensor has at most 2^48 elements and its
+ * strides reach at most element 2^48; a packed call has at most 2^31 - 1 sequences and 2^48
+ * tokens. Enum fields with values outside their enumerators are INVALID_ARGUMENT.
+ *
+ * Outputs never share memory with an input or with another output (no in-place calls), and an
+ * output's own elements never share memory (no zero stride on a dimension of size > 1):
+ * INVALID_ARGUMENT / BAD_STRIDE naming them. Views with the same dtype, shape and strides are
+ * compared element by element, so interleaved views of one buffer (dK and dV in one
+ * [B, S, 2, Hkv, D] tensor, say) are accepted; other views of one buffer whose byte ranges meet
+ * are rejected. Inputs may share memory with each other (Q, K, V from one QKV tensor).
  */
 #ifndef RINGATTN_RINGATTN_H_
 #define RINGATTN_RINGATTN_H_

@@ -104,6 +104,8 @@ RINGATTN_API ringattn_status_t ringattn_context_create_compute_only(
  * launches before destroying the context. */
 RINGATTN_API ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx);
 
+/* Queries. On success they leave the thread's last error (ringattn_get_last_error) as it was,
+ * so that statistics can be read after a failed call without losing its message. */
 /* This rank and the number of ranks of the context. Either pointer may be NULL. */
 RINGATTN_API ringattn_status_t ringattn_context_rank(ringattn_context_t ctx, int32_t* rank,
                                                      int32_t* world);

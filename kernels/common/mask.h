@@ -16,8 +16,13 @@ struct MaskSpec {
   int64_t right;  // -1: unbounded
 };
 
+// A window side this wide or wider reaches every key (positions stay below 2^48, validated), so
+// it is unbounded: position +- window never overflows.
+constexpr int64_t kUnboundedWindow = int64_t{1} << 61;
+
 RINGATTN_HD MaskSpec make_mask_spec(bool causal, int64_t window_left, int64_t window_right) {
-  MaskSpec m{window_left < 0 ? -1 : window_left, window_right < 0 ? -1 : window_right};
+  MaskSpec m{window_left < 0 || window_left >= kUnboundedWindow ? -1 : window_left,
+             window_right < 0 || window_right >= kUnboundedWindow ? -1 : window_right};
   if (causal && (m.right < 0 || m.right > 0)) m.right = 0;
   return m;
 }

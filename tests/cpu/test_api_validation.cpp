@@ -2,7 +2,9 @@
 // argument, and never crashes.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -187,6 +189,146 @@ TEST(ApiValidation, PackedTensorsNeedConsistentCuSeqlens) {
                                        nullptr),
             RINGATTN_SUCCESS)
       << last();
+}
+
+// Sizes and strides whose products overflow 64 bits, or reach beyond 2^48 elements, are errors
+// naming the tensor (they crashed or returned SUCCESS before), also where a stride of 0 keeps
+// the memory small.
+TEST(ApiValidation, ExtentsThatOverflowAreErrorsNamingTheTensor) {
+  Problem p;
+  const int64_t big = int64_t{1} << 40;
+  ringattn_tensor_t q = p.tq;
+  q.shape[0] = big, q.shape[1] = big;  // 2^80 elements
+  EXPECT_ERROR(ringattn_attention_forward(&q, &p.tk, &p.tv, &p.to, &p.tlse, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "'q' has shape");
+  ringattn_tensor_t k = p.tk;
+  k.strides[0] = int64_t{1} << 62;  // (B-1) * stride alone is 2^62, with the rest past 2^63
+  k.strides[1] = int64_t{1} << 62;
+  EXPECT_ERROR(ringattn_attention_forward(&p.tq, &k, &p.tv, &p.to, &p.tlse, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_BAD_STRIDE, "'k' with shape");
+  // B = 2^62 with batch stride 0 on every tensor: tiny memory, 2^62 * S * H * D elements.
+  Problem h;
+  const int64_t B = int64_t{1} << 62;
+  for (ringattn_tensor_t* t : {&h.tq, &h.tk, &h.tv, &h.to, &h.tdout, &h.tdq, &h.tdk, &h.tdv}) {
+    t->shape[0] = B;
+    t->strides[0] = 0;
+  }
+  h.tlse.shape[0] = B;
+  h.tlse.strides[0] = 0;
+  EXPECT_ERROR(h.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "more than 2^48 elements");
+  EXPECT_ERROR(h.backward(), RINGATTN_ERROR_INVALID_ARGUMENT, "more than 2^48 elements");
+}
+
+TEST(ApiValidation, HugeNumSeqsIsAnErrorNotACrash) {
+  Problem p;
+  const int64_t T = 6, H = 2, D = 32;
+  std::vector<float> q(T * H * D, 0.5f), o(q.size()), lse(H * T);
+  ringattn_tensor_t tq = ringattn::tensor_thd(q.data(), RINGATTN_FLOAT32, T, H, D);
+  ringattn_tensor_t to = ringattn::tensor_thd(o.data(), RINGATTN_FLOAT32, T, H, D);
+  ringattn_tensor_t tl = ringattn::lse_ht(lse.data(), H, T);
+  const int64_t cu[2] = {0, T};
+  ringattn_attn_params_t prm = RINGATTN_ATTN_PARAMS_INIT;
+  prm.cu_seqlens = cu;
+  prm.num_seqs = INT64_MAX;
+  EXPECT_ERROR(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &prm, RINGATTN_BACKEND_CPU,
+                                          nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "num_seqs");
+}
+
+// Enum fields are checked as integers (an out-of-range value loaded as the enum type would be
+// undefined behaviour, which UBSan reports in the sanitizer build).
+TEST(ApiValidation, OutOfRangeEnumValuesAreInvalidArguments) {
+  Problem p;
+  ringattn_tensor_t q = p.tq;
+  const int32_t bad = 77;
+  std::memcpy(&q.dtype, &bad, sizeof(bad));
+  EXPECT_ERROR(ringattn_attention_forward(&q, &p.tk, &p.tv, &p.to, &p.tlse, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "unknown dtype value 77");
+  std::memcpy(&p.params.scheme, &bad, sizeof(bad));
+  EXPECT_ERROR(p.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "scheme has an unknown value 77");
+}
+
+// Outputs may overlap neither an input nor each other (in-place is not supported); interleaved
+// views of one buffer whose elements are disjoint are accepted.
+TEST(ApiValidation, OverlappingOutputsAreRejected) {
+  Problem p;
+  ringattn_tensor_t o_on_q = p.to;
+  o_on_q.data = p.q.data();
+  EXPECT_ERROR(ringattn_attention_forward(&p.tq, &p.tk, &p.tv, &o_on_q, &p.tlse, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "output 'o' overlaps input 'q'");
+  ringattn_tensor_t lse_in_o = p.tlse;
+  lse_in_o.data = p.o.data() + 8;
+  EXPECT_ERROR(ringattn_attention_forward(&p.tq, &p.tk, &p.tv, &p.to, &lse_in_o, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "outputs 'o' and 'lse' overlap");
+  ASSERT_EQ(p.forward(), RINGATTN_SUCCESS) << last();
+  ringattn_tensor_t dq_on_q = p.tdq;
+  dq_on_q.data = p.q.data();
+  EXPECT_ERROR(ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout,
+                                           &dq_on_q, &p.tdk, &p.tdv, &p.params,
+                                           RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "output 'dq' overlaps input 'q'");
+  ringattn_tensor_t dv_on_dk = p.tdv;
+  dv_on_dk.data = p.dk.data() + 3;
+  EXPECT_ERROR(ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout, &p.tdq,
+                                           &p.tdk, &dv_on_dk, &p.params, RINGATTN_BACKEND_CPU,
+                                           nullptr),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "outputs 'dk' and 'dv' overlap");
+  ringattn_tensor_t self = p.to;
+  self.strides[1] = 0;  // every row of a batch entry on the same memory
+  EXPECT_ERROR(ringattn_attention_forward(&p.tq, &p.tk, &p.tv, &self, &p.tlse, &p.params,
+                                          RINGATTN_BACKEND_CPU, nullptr),
+               RINGATTN_ERROR_BAD_STRIDE, "output 'o'");
+
+  // dK and dV interleaved in one [B, S, 2, Hkv, D] buffer: disjoint elements, accepted, and the
+  // same gradients as separate buffers.
+  ASSERT_EQ(p.backward(), RINGATTN_SUCCESS) << last();
+  std::vector<float> kv(2 * p.dk.size(), NAN);
+  ringattn_tensor_t dk = p.tdk, dv = p.tdv;
+  dk.data = kv.data();
+  dv.data = kv.data() + p.hkv * p.d;
+  for (ringattn_tensor_t* t : {&dk, &dv}) {
+    t->strides[0] = p.s * 2 * p.hkv * p.d;
+    t->strides[1] = 2 * p.hkv * p.d;
+  }
+  std::vector<float> dq2(p.dq.size(), NAN);
+  ringattn_tensor_t dq = p.tdq;
+  dq.data = dq2.data();
+  ASSERT_EQ(ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout, &dq, &dk,
+                                        &dv, &p.params, RINGATTN_BACKEND_CPU, nullptr),
+            RINGATTN_SUCCESS)
+      << last();
+  for (int64_t row = 0; row < p.b * p.s; ++row) {
+    for (int64_t x = 0; x < p.hkv * p.d; ++x) {
+      ASSERT_EQ(kv[row * 2 * p.hkv * p.d + x], p.dk[row * p.hkv * p.d + x]);
+      ASSERT_EQ(kv[row * 2 * p.hkv * p.d + p.hkv * p.d + x], p.dv[row * p.hkv * p.d + x]);
+    }
+  }
+}
+
+// A window side of INT64_MAX is unbounded (it overflowed to "hide everything" before).
+TEST(ApiValidation, HugeWindowSidesSaturateToUnbounded) {
+  Problem full, wide;
+  for (size_t i = 0; i < full.q.size(); ++i) {
+    full.q[i] = wide.q[i] = static_cast<float>((i * 37) % 11) / 11.0f - 0.5f;
+  }
+  for (size_t i = 0; i < full.k.size(); ++i) {
+    full.k[i] = wide.k[i] = static_cast<float>((i * 53) % 13) / 13.0f - 0.5f;
+  }
+  wide.params.window_left = -1;
+  wide.params.window_right = INT64_MAX;
+  ASSERT_EQ(full.forward(), RINGATTN_SUCCESS) << last();
+  ASSERT_EQ(wide.forward(), RINGATTN_SUCCESS) << last();
+  EXPECT_EQ(wide.o, full.o);
+  EXPECT_EQ(wide.lse, full.lse);
+  wide.params.window_left = INT64_MAX;
+  wide.params.window_right = INT64_MAX - 1;
+  ASSERT_EQ(wide.forward(), RINGATTN_SUCCESS) << last();
+  EXPECT_EQ(wide.o, full.o);
 }
 
 TEST(ApiValidation, CudaBackendWithoutCudaIsUnsupported) {

@@ -287,8 +287,17 @@ TEST(RingErrors, RankThatNeverCallsMakesTheOthersTimeOut) {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_EQ(st, RINGATTN_ERROR_TIMEOUT) << ringattn_get_last_error();
-    EXPECT_NE(std::string(ringattn_get_last_error()).find("did not"), std::string::npos);
+    const std::string msg = ringattn_get_last_error();
+    EXPECT_NE(msg.find("did not"), std::string::npos);
     EXPECT_LT(secs, 3.0);
+    // Queries after the failure leave its message in place (tools read the statistics first).
+    ringattn_ring_stats_t stats{};
+    int32_t rank = -1;
+    size_t ws = 0;
+    EXPECT_EQ(ringattn_context_last_stats(ctx, &stats), RINGATTN_SUCCESS);
+    EXPECT_EQ(ringattn_context_rank(ctx, &rank, nullptr), RINGATTN_SUCCESS);
+    EXPECT_EQ(ringattn_context_workspace_size(ctx, &ws), RINGATTN_SUCCESS);
+    EXPECT_EQ(std::string(ringattn_get_last_error()), msg);
     // The context is unusable afterwards and says so at once.
     EXPECT_EQ(ringattn_ring_forward(ctx, &l.tq, &l.tk, &l.tv, &l.to, &l.tlse, &p, nullptr),
               RINGATTN_ERROR_COMM);
