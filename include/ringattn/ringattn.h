@@ -17,6 +17,14 @@
  * LSE is the natural-log sum of exp(scale * q.k) over the keys a row sees. A row that sees no key
  * has LSE = -inf and output 0 (never NaN).
  *
+ * Non-finite values propagate as in plain float arithmetic, never as a fake empty row: a score
+ * scale * q.k that is NaN (a NaN in the row's q or in a key it sees) or +inf (an infinite input,
+ * or logits beyond float32) makes that row's O and LSE NaN, and the gradients that depend on it
+ * (its dQ, the dK/dV of the keys it sees) NaN; rows that do not see it keep finite O and LSE. A
+ * score of -inf weighs nothing, like a masked key (a row whose every visible score is -inf is a
+ * row that sees no key). Gradients of keys a NaN row does not see may be NaN too, as in a dense
+ * float implementation (0 x NaN in a product).
+ *
  * dtypes: float32, float16, bfloat16 in and out; accumulation is always float32. Gradients are
  * returned in the dtype of their input.
  *

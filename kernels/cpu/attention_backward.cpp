@@ -193,8 +193,9 @@ void attention_backward(const BwdParams& p) {
                 float* sr = st + j * kBlockQ;
                 float* dr = dpt + j * kBlockQ;
                 for (int64_t i = 0; i < rows_pad; i += lanes) {
-                  const auto pv =
-                      hn::Exp(df, hn::MulSub(hn::Load(df, sr + i), vscale, hn::LoadU(df, lse + i)));
+                  // A NaN LSE (a row with a NaN score) gives NaN P: Highway's Exp need not.
+                  const auto arg = hn::MulSub(hn::Load(df, sr + i), vscale, hn::LoadU(df, lse + i));
+                  const auto pv = hn::IfThenElse(hn::IsNaN(arg), arg, hn::Exp(df, arg));
                   const auto dsv =
                       hn::Mul(pv, hn::Sub(hn::Load(df, dr + i), hn::LoadU(df, delta + i)));
                   hn::Store(pv, df, sr + i);

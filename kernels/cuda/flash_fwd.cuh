@@ -263,8 +263,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float l = quad_sum(row_l[mt][r]);
-      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      const float lse = l > 0.0f ? row_m[mt][r] * p.scale + logf(l) : neg_inf();
+      // l = 0: the row saw no key. A NaN l (a NaN or +inf score) gives NaN O and LSE.
+      const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+      const float lse = l == 0.0f ? neg_inf() : row_m[mt][r] * p.scale + logf(l);
       const int64_t row = q0 + warp_row0 + mt * 16 + (lane >> 2) + 8 * r;
       const bool in = row < p.sq;
       float* lse_ptr = p.lse.data != nullptr && in

@@ -56,6 +56,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         s = dot_row(s_q[warp], kb + key * p.k.ss, p.d) * p.scale;
       }
     }
+    // A NaN score makes the row NaN (never an empty row): its sum becomes NaN.
+    if (__any_sync(0xffffffffu, !(s == s))) l = __int_as_float(0x7fc00000);
     const float cm = warp_max(s);
     if (cm == neg_inf()) continue;
     const float mn = fmaxf(m, cm);
@@ -78,8 +80,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     m = mn;
   }
 
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-  const float lse = l > 0.0f ? m + logf(l) : neg_inf();
+  // l = 0: the row saw no key. A NaN l (a NaN or +inf score) gives NaN O and LSE.
+  const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+  const float lse = l == 0.0f ? neg_inf() : m + logf(l);
   const int64_t o_off = b * p.o.sb + row * p.o.ss + static_cast<int64_t>(h) * p.o.sh;
   float* lse_ptr = p.lse.data != nullptr
                        ? p.lse.data + b * p.lse.sb + static_cast<int64_t>(h) * p.lse.sh + row

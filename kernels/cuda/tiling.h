@@ -275,6 +275,11 @@ struct MergeWeights {
 };
 
 RINGATTN_HD MergeWeights merge_weights(float l1, float l2, float neg_inf) {
+  // A NaN partial (a NaN score in its block) makes the merged row NaN, also against an empty one.
+  if (!(l1 == l1) || !(l2 == l2)) {
+    const float nan = l1 + l2;
+    return MergeWeights{nan, nan, nan};
+  }
   const float mx = l1 > l2 ? l1 : l2;
   if (mx == neg_inf) return MergeWeights{neg_inf, 0.0f, 0.0f};
   // Full-precision expf/logf: merges repeat once per ring step and their error accumulates.

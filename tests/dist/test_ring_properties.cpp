@@ -122,6 +122,43 @@ TEST(RingProperties, TwoRunsGiveBitwiseIdenticalResults) {
   }
 }
 
+// A NaN in one key reaches exactly the rows that see it, across the ring's steps and merges:
+// their O and LSE are NaN, every other row stays finite (a NaN score is never a fake empty row).
+TEST(RingProperties, ANanKeyMakesTheRowsThatSeeItNanAndNoOthers) {
+  for (ringattn_scheme_t scheme : {RINGATTN_SCHEME_ZIGZAG, RINGATTN_SCHEME_CONTIGUOUS}) {
+    RingCase c;
+    c.name = "NaN key";
+    c.scheme = scheme;
+    c.layout = fixed(1, 64);
+    c.causal = true;
+    SCOPED_TRACE(describe(c));
+    RingInputs in = make_inputs(c, shared_seed());
+    const int64_t nan_key = 40;
+    in.k[static_cast<size_t>(nan_key * c.hkv * c.d + 5)] = std::nan("");
+    ringattn_context_t ctx = make_context(MPI_COMM_WORLD);
+    const RingResult r = run_ring(c, in, ctx, MPI_COMM_WORLD);
+    ringattn_context_destroy(ctx);
+    ASSERT_TRUE(r.ok) << r.error;
+    if (world_rank() != 0) continue;
+    for (int64_t row = 0; row < c.layout.seq; ++row) {
+      for (int64_t h = 0; h < c.hq; ++h) {
+        bool any_nan = false, all_finite = true;
+        for (int64_t x = 0; x < c.d; ++x) {
+          const double o = r.o[static_cast<size_t>((row * c.hq + h) * c.d + x)];
+          any_nan = any_nan || std::isnan(o);
+          all_finite = all_finite && std::isfinite(o);
+        }
+        const double lse = r.lse[static_cast<size_t>(h * c.layout.seq + row)];
+        if (row >= nan_key) {
+          EXPECT_TRUE(any_nan && std::isnan(lse)) << "row " << row << " head " << h;
+        } else {
+          EXPECT_TRUE(all_finite && std::isfinite(lse)) << "row " << row << " head " << h;
+        }
+      }
+    }
+  }
+}
+
 TEST(RingProperties, WorkspaceGrowsOncePerProblemAndTimingsAddUp) {
   RingCase c;
   c.name = "workspace";

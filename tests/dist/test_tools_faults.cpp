@@ -104,6 +104,8 @@ void expect_timeout_reported(const Outcome& o, const std::string& tool) {
   const bool collective = o.output.find("did not join") != std::string::npos;
   EXPECT_TRUE(library || collective) << o.output;
   EXPECT_NE(o.output.find(tool + ": rank "), std::string::npos) << o.output;
+  std::printf("%s: the job ended %.1f s after a rank was stopped (RINGATTN_TIMEOUT_MS=%d)\n",
+              tool.c_str(), o.seconds_after_stop, kTimeoutMs);
 }
 
 TEST(ToolsFaults, BenchWithAStoppedRankReportsTheTimeoutAndExits) {
