@@ -36,7 +36,7 @@ static_assert(kHasLse < kFingerprintSize, "fingerprint too small");
 static_assert(kOp == kFingerprintOpField, "the plan cache skips the operation field");
 
 const char* const kFieldNames[kFirstLocal] = {"library version",
-                                              "operation (forward/backward)",
+                                              "operation (forward/backward/plan)",
                                               "layout (packed or [B,S,H,D])",
                                               "batch size B",
                                               "query heads Hq",
@@ -77,7 +77,7 @@ const char* scheme_name(int64_t s) {
 std::string field_value(int field, int64_t v) {
   switch (field) {
     case kOp:
-      return v == kOpForward ? "forward" : "backward";
+      return v == kOpForward ? "forward" : v == kOpBackward ? "backward" : "plan creation";
     case kPacked:
       return v ? "packed [T,H,D]" : "[B,S,H,D]";
     case kDtype:

@@ -14,7 +14,7 @@
 
 namespace ringattn {
 
-enum RingOp : int64_t { kOpForward = 1, kOpBackward = 2 };
+enum RingOp : int64_t { kOpForward = 1, kOpBackward = 2, kOpPlan = 3 };
 
 // One rank's fingerprint: kFingerprintSize int64 values; kFingerprintOpField holds the RingOp.
 constexpr int kFingerprintSize = 20;

@@ -21,6 +21,25 @@ struct ringattn_context {
   std::unique_ptr<ringattn::RingContext> ring;
 };
 
+// A plan: an agreed problem of its context, and its own workspace when it was asked for one.
+struct ringattn_ring_plan {
+  ringattn_context* ctx = nullptr;
+  ringattn::RingProblemState state;
+  size_t ws_bytes = 0;
+  char* own_ws = nullptr;
+  std::unique_ptr<ringattn::Backend::UseFence> fence;  // the own workspace's last use (CUDA)
+
+  ~ringattn_ring_plan() {
+    // As the context's workspace: leaked after a transport failure (a receive may still land).
+    if (own_ws == nullptr || ctx->ring->transport()->broken()) return;
+    if (fence) {
+      fence->release(own_ws, nullptr);
+    } else {
+      ctx->ring->backend()->free(own_ws, nullptr);
+    }
+  }
+};
+
 namespace ringattn {
 namespace {
 
@@ -159,6 +178,39 @@ struct NcclMpiTransportMaker {
 };
 #endif
 
+// The workspace of a plan run: the caller's (large and aligned enough) or the plan's own.
+ringattn_status_t run_workspace(ringattn_ring_plan_t plan, void* workspace,
+                                size_t workspace_bytes, char** ws) {
+  if (workspace == nullptr) {
+    if (plan->own_ws == nullptr) {
+      return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER,
+                                 "argument 'workspace' is NULL and the plan has none of its own "
+                                 "(create it with own_workspace = 1)");
+    }
+    *ws = plan->own_ws;
+    return RINGATTN_SUCCESS;
+  }
+  if (workspace_bytes < plan->ws_bytes) {
+    return ringattn::set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                                "argument 'workspace_bytes' is %zu, the plan needs %zu "
+                                "(ringattn_ring_plan_workspace_size)",
+                                workspace_bytes, plan->ws_bytes);
+  }
+  if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0) {
+    return ringattn::set_error(RINGATTN_ERROR_INVALID_ARGUMENT,
+                               "argument 'workspace' is not 64-byte aligned");
+  }
+  *ws = static_cast<char*>(workspace);
+  return RINGATTN_SUCCESS;
+}
+
+// After a run that used the plan's own workspace: its last use, for the free.
+void record_use(ringattn_ring_plan_t plan, const char* ws, void* stream) {
+  if (plan->fence && ws == plan->own_ws && !plan->ctx->ring->backend()->stream_capturing(stream)) {
+    plan->fence->record(stream);
+  }
+}
+
 }  // namespace
 }  // namespace ringattn
 
@@ -205,6 +257,98 @@ ringattn_status_t ringattn_context_create_nccl_mpi(MPI_Comm comm, ringattn_backe
   RINGATTN_API_GUARD_END
 }
 #endif  // RINGATTN_HAVE_NCCL
+
+ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx, const ringattn_tensor_t* q,
+                                           const ringattn_tensor_t* k,
+                                           const ringattn_tensor_t* v,
+                                           const ringattn_attn_params_t* params,
+                                           int32_t own_workspace, ringattn_ring_plan_t* plan) {
+  ringattn::clear_error();
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  if (plan == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
+  }
+  *plan = nullptr;
+  RINGATTN_API_GUARD_BEGIN
+  std::unique_ptr<ringattn_ring_plan> p(new ringattn_ring_plan);
+  p->ctx = ctx;
+  RINGATTN_RETURN_IF_ERROR(ctx->ring->make_plan(q, k, v, params, &p->state, &p->ws_bytes));
+  if (own_workspace != 0) {
+    ringattn::Backend* be = ctx->ring->backend();
+    p->own_ws = static_cast<char*>(be->alloc(p->ws_bytes, nullptr));
+    p->fence = be->make_use_fence();
+    if (p->fence && p->own_ws != nullptr) {
+      // Allocated on the default stream: usable on the runs' streams once it is done.
+      p->fence->record(nullptr);
+      p->fence->wait();
+    }
+    RINGATTN_RETURN_IF_ERROR(
+        ctx->ring->agree_allocation(p->own_ws != nullptr, "its plan workspace"));
+  }
+  *plan = p.release();
+  return RINGATTN_SUCCESS;
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_ring_plan_workspace_size(ringattn_ring_plan_t plan, size_t* bytes) {
+  if (plan == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
+  }
+  if (bytes == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'bytes' is NULL");
+  }
+  *bytes = plan->ws_bytes;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_ring_plan_forward(ringattn_ring_plan_t plan,
+                                            const ringattn_tensor_t* q,
+                                            const ringattn_tensor_t* k,
+                                            const ringattn_tensor_t* v, ringattn_tensor_t* o,
+                                            ringattn_tensor_t* lse, void* workspace,
+                                            size_t workspace_bytes, void* stream) {
+  ringattn::clear_error();
+  if (plan == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
+  }
+  RINGATTN_API_GUARD_BEGIN
+  char* ws = nullptr;
+  RINGATTN_RETURN_IF_ERROR(ringattn::run_workspace(plan, workspace, workspace_bytes, &ws));
+  const ringattn_status_t st = plan->ctx->ring->plan_forward(
+      plan->state, q, k, v, o, lse, ws, workspace != nullptr ? workspace_bytes : plan->ws_bytes,
+      stream);
+  ringattn::record_use(plan, ws, stream);
+  return st;
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_ring_plan_backward(
+    ringattn_ring_plan_t plan, const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+    const ringattn_tensor_t* v, const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+    const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+    ringattn_tensor_t* dv, void* workspace, size_t workspace_bytes, void* stream) {
+  ringattn::clear_error();
+  if (plan == nullptr) {
+    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
+  }
+  RINGATTN_API_GUARD_BEGIN
+  char* ws = nullptr;
+  RINGATTN_RETURN_IF_ERROR(ringattn::run_workspace(plan, workspace, workspace_bytes, &ws));
+  const ringattn_status_t st = plan->ctx->ring->plan_backward(
+      plan->state, q, k, v, o, lse, dout, dq, dk, dv, ws,
+      workspace != nullptr ? workspace_bytes : plan->ws_bytes, stream);
+  ringattn::record_use(plan, ws, stream);
+  return st;
+  RINGATTN_API_GUARD_END
+}
+
+ringattn_status_t ringattn_ring_plan_destroy(ringattn_ring_plan_t plan) {
+  ringattn::clear_error();
+  RINGATTN_API_GUARD_BEGIN
+  delete plan;
+  return RINGATTN_SUCCESS;
+  RINGATTN_API_GUARD_END
+}
 
 ringattn_status_t ringattn_context_destroy(ringattn_context_t ctx) {
   ringattn::clear_error();

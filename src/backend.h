@@ -72,6 +72,8 @@ class Backend {
     virtual ~UseFence() = default;
     virtual void record(void* stream) = 0;
     virtual void release(void* ptr, void* stream) = 0;
+    // The host waits for the work recorded last (e.g. an allocation enqueued on a stream).
+    virtual void wait() = 0;
   };
   virtual std::unique_ptr<UseFence> make_use_fence() { return nullptr; }
 

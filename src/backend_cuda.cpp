@@ -56,6 +56,9 @@ class CudaUseFence final : public Backend::UseFence {
       cudaGetLastError();
     }
   }
+  void wait() override {
+    if (recorded_ && cudaEventSynchronize(used_) != cudaSuccess) cudaGetLastError();
+  }
   void release(void* ptr, void* stream) override {
     if (ptr == nullptr) return;
     cudaStream_t s = as_stream(stream);

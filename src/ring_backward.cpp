@@ -26,22 +26,22 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
                                  const ringattn_tensor_t* o, const ringattn_tensor_t* dout,
                                  ringattn_tensor_t* dq, ringattn_tensor_t* dk,
                                  ringattn_tensor_t* dv, void* stream) {
-  const RingPlan& plan = plan_;
+  const RingPlan& plan = cur_->plan;
+  const AttnShape& shape = cur_->shape;
   const int32_t P = plan.world(), C = plan.chunks(), me = transport_->rank();
-  const int64_t B = shape_.batch, S = shape_.seq, Hq = shape_.hq, Hkv = shape_.hkv, D = shape_.d;
-  const bool packed = shape_.packed;
+  const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
+  const bool packed = shape.packed;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
-  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape_.dtype);
-  const size_t kv_bytes = align64(static_cast<size_t>(plan.max_rows()) * kv_row);
-  const size_t dq_bytes = align64(sizeof(float) * B * S * Hq * D);
-  const size_t delta_bytes = align64(sizeof(float) * B * Hq * S);
+  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
   // Gradient accumulators: one slot per chunk, [slot_rows, 2 (dK, dV), B, Hkv, D] float32, so
   // that a chunk is one contiguous message whatever the block.
   const int64_t grad_row = 2 * B * Hkv * D;
-  const size_t slot_bytes = sizeof(float) * static_cast<size_t>(plan.slot_rows() * grad_row);
-  const size_t grad_bytes = align64(slot_bytes * C);
+  const BwdLayout at = backward_layout();
+  const size_t kv_bytes = at.kv_bytes, dq_bytes = at.dq_bytes, delta_bytes = at.delta_bytes;
+  const size_t slot_bytes = at.slot_bytes, grad_bytes = at.grad_bytes;
+  const size_t qpack_bytes = at.qpack_bytes;
   // Every backward call of this ring call shares its query rows: the fields they share are set
   // once here, and the backend may pack the query side once (0 bytes: it packs per call).
   BwdParams qside{};
@@ -50,12 +50,10 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   qside.hq = Hq;
   qside.hkv = Hkv;
   qside.d = D;
-  const size_t qpack_bytes = align64(backend_->backward_query_pack_bytes(qside));
-  RINGATTN_RETURN_IF_ERROR(workspace_for(
-      kOpBackward, 2 * kv_bytes + dq_bytes + delta_bytes + 2 * grad_bytes + qpack_bytes + 64,
-      stream));
-  char* kv[2] = {ws_, ws_ + kv_bytes};
-  char* p0 = ws_ + 2 * kv_bytes;
+  char* ws = nullptr;
+  RINGATTN_RETURN_IF_ERROR(workspace(kOpBackward, at.total, stream, &ws));
+  char* kv[2] = {ws, ws + kv_bytes};
+  char* p0 = ws + 2 * kv_bytes;
   const TensorRef dq_acc{p0, kF32, S * Hq * D, Hq * D, D};
   const RowStatRef delta{reinterpret_cast<float*>(p0 + dq_bytes), Hq * S, S};
   char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};
@@ -72,8 +70,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   qside.delta = delta;
   qside.dq = dq_acc;
   qside.accumulate = true;
-  qside.scale = opts_.scale;
-  qside.mask = opts_.mask;
+  qside.scale = cur_->opts.scale;
+  qside.mask = cur_->opts.mask;
   qside.q_pos = plan.block_map(me);
   const TensorRef zero{nullptr, kF32, 0, 0, 0};
   RINGATTN_RETURN_IF_ERROR(timed_compute([&] {

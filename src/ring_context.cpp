@@ -128,9 +128,9 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
 
 Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row,
                              comm::Exchange* ex) {
-  const int P = plan_.world(), me = transport_->rank();
-  const size_t send = static_cast<size_t>(plan_.rows_of(plan_.step_source(i))) * kv_row;
-  const size_t recv = static_cast<size_t>(plan_.rows_of(plan_.step_source(i + 1))) * kv_row;
+  const int P = cur_->plan.world(), me = transport_->rank();
+  const size_t send = static_cast<size_t>(cur_->plan.rows_of(cur_->plan.step_source(i))) * kv_row;
+  const size_t recv = static_cast<size_t>(cur_->plan.rows_of(cur_->plan.step_source(i + 1))) * kv_row;
   return start(kv[cur], send, (me + 1) % P, kv[1 - cur], recv, (me - 1 + P) % P, kTagKv, ex,
                /*relay=*/i > 0);
 }
@@ -149,23 +149,23 @@ void RingContext::progress(comm::Exchange* exs, int n) {
 }
 
 TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
-  const int64_t B = shape_.batch, H = shape_.hkv, D = shape_.d;
+  const int64_t B = cur_->shape.batch, H = cur_->shape.hkv, D = cur_->shape.d;
   const int64_t row = 2 * B * H * D;
   const int64_t off = row0 * row + which * B * H * D;
-  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(shape_.dtype)),
-                   shape_.dtype, H * D, row, D};
+  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(cur_->shape.dtype)),
+                   cur_->shape.dtype, H * D, row, D};
 }
 
 Status RingContext::pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf,
                             void* stream) {
-  const int64_t rows = shape_.seq;
-  if (rows == 0 || shape_.batch == 0) return RINGATTN_SUCCESS;
+  const int64_t rows = cur_->shape.seq;
+  if (rows == 0 || cur_->shape.batch == 0) return RINGATTN_SUCCESS;
   return timed_compute([&] {
-    RINGATTN_RETURN_IF_ERROR(backend_->convert(shape_.batch, rows, shape_.hkv, shape_.d,
-                                               tensor_ref(*k, shape_.packed), kv_ref(buf, 0, 0),
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(cur_->shape.batch, rows, cur_->shape.hkv, cur_->shape.d,
+                                               tensor_ref(*k, cur_->shape.packed), kv_ref(buf, 0, 0),
                                                stream));
-    return backend_->convert(shape_.batch, rows, shape_.hkv, shape_.d,
-                             tensor_ref(*v, shape_.packed), kv_ref(buf, 1, 0), stream);
+    return backend_->convert(cur_->shape.batch, rows, cur_->shape.hkv, cur_->shape.d,
+                             tensor_ref(*v, cur_->shape.packed), kv_ref(buf, 1, 0), stream);
   });
 }
 
@@ -202,27 +202,173 @@ Status RingContext::check_share(const AttnShape& shape, const AttnOptions& opts)
   return check_packed_share(shape, opts, transport_->size(), transport_->rank());
 }
 
-Status RingContext::prepare(RingOp op, Status local_status, const std::string& local_message,
-                            const AttnShape& shape, const AttnOptions& opts,
-                            const ringattn_attn_params_t* params, bool has_lse) {
+FwdLayout RingContext::forward_layout(bool has_lse) const {
+  const AttnShape& sh = cur_->shape;
+  const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
+  FwdLayout at;
+  at.kv_bytes = align64(static_cast<size_t>(cur_->plan.max_rows()) * kv_row);
+  at.o_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
+  at.lse_bytes = has_lse ? 0 : align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
+  at.total = 2 * at.kv_bytes + at.o_bytes + at.lse_bytes + 64;
+  return at;
+}
+
+BwdLayout RingContext::backward_layout() const {
+  const AttnShape& sh = cur_->shape;
+  const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
+  BwdLayout at;
+  at.kv_bytes = align64(static_cast<size_t>(cur_->plan.max_rows()) * kv_row);
+  at.dq_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
+  at.delta_bytes = align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
+  const int64_t grad_row = 2 * sh.batch * sh.hkv * sh.d;
+  at.slot_bytes = sizeof(float) * static_cast<size_t>(cur_->plan.slot_rows() * grad_row);
+  at.grad_bytes = align64(at.slot_bytes * static_cast<size_t>(cur_->plan.chunks()));
+  BwdParams qside{};
+  qside.batch = sh.batch;
+  qside.sq = sh.seq;
+  qside.hq = sh.hq;
+  qside.hkv = sh.hkv;
+  qside.d = sh.d;
+  at.qpack_bytes = align64(backend_->backward_query_pack_bytes(qside));
+  at.total = 2 * at.kv_bytes + at.dq_bytes + at.delta_bytes + 2 * at.grad_bytes +
+             at.qpack_bytes + 64;
+  return at;
+}
+
+Status RingContext::workspace(RingOp op, size_t bytes, void* stream, char** ws) {
+  if (cur_ != &own_) {  // a plan run
+    if (run_ws_ == nullptr || bytes > run_ws_bytes_) {
+      return set_errorf(RINGATTN_ERROR_INTERNAL,
+                        "rank %d: the run's workspace holds %zu bytes, the plan needs %zu",
+                        transport_->rank(), run_ws_bytes_, bytes);
+    }
+    *ws = run_ws_;
+    return RINGATTN_SUCCESS;
+  }
+  RINGATTN_RETURN_IF_ERROR(workspace_for(op, bytes, stream));
+  *ws = ws_;
+  return RINGATTN_SUCCESS;
+}
+
+namespace {
+
+// The tensors of a run have the plan's shapes and dtype.
+Status check_plan_shape(const AttnShape& got, const AttnShape& plan) {
+  if (got.packed != plan.packed || got.batch != plan.batch || got.seq != plan.seq ||
+      got.hq != plan.hq || got.hkv != plan.hkv || got.d != plan.d || got.dtype != plan.dtype) {
+    return set_errorf(RINGATTN_ERROR_SHAPE_MISMATCH,
+                      "the tensors (%s B=%lld S=%lld Hq=%lld Hkv=%lld D=%lld) are not the "
+                      "plan's (%s B=%lld S=%lld Hq=%lld Hkv=%lld D=%lld, and its dtype)",
+                      got.packed ? "packed" : "fixed", static_cast<long long>(got.batch),
+                      static_cast<long long>(got.seq), static_cast<long long>(got.hq),
+                      static_cast<long long>(got.hkv), static_cast<long long>(got.d),
+                      plan.packed ? "packed" : "fixed", static_cast<long long>(plan.batch),
+                      static_cast<long long>(plan.seq), static_cast<long long>(plan.hq),
+                      static_cast<long long>(plan.hkv), static_cast<long long>(plan.d));
+  }
+  return RINGATTN_SUCCESS;
+}
+
+}  // namespace
+
+Status RingContext::make_plan(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                              const ringattn_tensor_t* v, const ringattn_attn_params_t* params,
+                              RingProblemState* state, size_t* ws_bytes) {
   stats_ = RingStats{};
+  AttnShape shape;
+  AttnOptions opts;
+  Status st = validate_qkv_tensors(q, k, v, &shape);
+  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
+  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
+  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
+  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  int64_t global_seq = 0;
+  RINGATTN_RETURN_IF_ERROR(agree(kOpPlan, st, msg, shape, opts, params, true, &global_seq));
+  build_state(shape, opts, global_seq, state);
+  const RingProblemState* saved = cur_;
+  cur_ = state;
+  const size_t fwd = forward_layout(false).total, bwd = backward_layout().total;
+  cur_ = saved;
+  *ws_bytes = fwd > bwd ? fwd : bwd;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::agree_allocation(bool ok, const char* what) {
+  const int P = transport_->size();
+  int64_t mine = ok ? RINGATTN_SUCCESS : RINGATTN_ERROR_OUT_OF_MEMORY;
+  std::vector<int64_t> all(static_cast<size_t>(P));
+  const Status ag = transport_->allgather_i64(&mine, 1, all.data());
+  if (ag != RINGATTN_SUCCESS) return transport_error(ag);
+  for (int r = 0; r < P; ++r) {
+    if (all[r] != RINGATTN_SUCCESS) {
+      return set_errorf(RINGATTN_ERROR_OUT_OF_MEMORY, "rank %d: rank %d could not allocate %s",
+                        transport_->rank(), r, what);
+    }
+  }
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::plan_forward(const RingProblemState& state, const ringattn_tensor_t* q,
+                                 const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                 ringattn_tensor_t* o, ringattn_tensor_t* lse, char* ws,
+                                 size_t ws_bytes, void* stream) {
+  const double t0 = ring_now();
+  stats_ = RingStats{};
+  begin_call(stream);
+  AttnShape shape;
+  RINGATTN_RETURN_IF_ERROR(validate_forward_tensors(q, k, v, o, lse, &shape));
+  RINGATTN_RETURN_IF_ERROR(check_plan_shape(shape, state.shape));
+  cur_ = &state;
+  run_ws_ = ws;
+  run_ws_bytes_ = ws_bytes;
+  const Status st = run_forward(q, k, v, o, lse, stream);
+  cur_ = &own_;
+  run_ws_ = nullptr;
+  run_ws_bytes_ = 0;
+  stats_.total_seconds = ring_now() - t0;
+  return st;
+}
+
+Status RingContext::plan_backward(const RingProblemState& state, const ringattn_tensor_t* q,
+                                  const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                  const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+                                  const ringattn_tensor_t* dout, ringattn_tensor_t* dq,
+                                  ringattn_tensor_t* dk, ringattn_tensor_t* dv, char* ws,
+                                  size_t ws_bytes, void* stream) {
+  const double t0 = ring_now();
+  stats_ = RingStats{};
+  begin_call(stream);
+  AttnShape shape;
+  RINGATTN_RETURN_IF_ERROR(validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));
+  RINGATTN_RETURN_IF_ERROR(check_plan_shape(shape, state.shape));
+  cur_ = &state;
+  run_ws_ = ws;
+  run_ws_bytes_ = ws_bytes;
+  const Status st = run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+  cur_ = &own_;
+  run_ws_ = nullptr;
+  run_ws_bytes_ = 0;
+  stats_.total_seconds = ring_now() - t0;
+  return st;
+}
+
+Status RingContext::agree(RingOp op, Status local_status, const std::string& local_message,
+                          const AttnShape& shape, const AttnOptions& opts,
+                          const ringattn_attn_params_t* params, bool has_lse,
+                          int64_t* global_seq) {
   int64_t fp[kFingerprintSize];
   make_fingerprint(op, local_status, shape, opts, params, has_lse, chunks_, fp);
-  int64_t global_seq = 0;
   const double t0 = ring_now();
   const Status st =
-      agree_on_problem(transport_.get(), fp, &agreed_, &global_seq, &local_rows_, local_message);
+      agree_on_problem(transport_.get(), fp, &agreed_, global_seq, &local_rows_, local_message);
   stats_.comm_wait_seconds += ring_now() - t0;
-  RINGATTN_RETURN_IF_ERROR(st);
-  shape_ = shape;
-  opts_ = opts;
-  // The plan depends on everything in the fingerprints but the operation (forward and backward
-  // share it). Compared in place: the hot path allocates nothing.
-  bool same = plan_valid_ && plan_key_.size() == agreed_.size();
-  for (size_t i = 0; same && i < agreed_.size(); ++i) {
-    same = i % kFingerprintSize == kFingerprintOpField || plan_key_[i] == agreed_[i];
-  }
-  if (same) return RINGATTN_SUCCESS;
+  return st;
+}
+
+void RingContext::build_state(const AttnShape& shape, const AttnOptions& opts, int64_t global_seq,
+                              RingProblemState* state) const {
+  state->shape = shape;
+  state->opts = opts;
   RingProblem prob;
   prob.world = transport_->size();
   prob.rank = transport_->rank();
@@ -236,7 +382,27 @@ Status RingContext::prepare(RingOp op, Status local_status, const std::string& l
   prob.d = shape.d;
   prob.mask = opts.mask;
   prob.chunks = chunks_;
-  plan_.build(prob);
+  state->plan.build(prob);
+}
+
+Status RingContext::prepare(RingOp op, Status local_status, const std::string& local_message,
+                            const AttnShape& shape, const AttnOptions& opts,
+                            const ringattn_attn_params_t* params, bool has_lse) {
+  stats_ = RingStats{};
+  cur_ = &own_;
+  int64_t global_seq = 0;
+  RINGATTN_RETURN_IF_ERROR(
+      agree(op, local_status, local_message, shape, opts, params, has_lse, &global_seq));
+  own_.shape = shape;
+  own_.opts = opts;
+  // The plan depends on everything in the fingerprints but the operation (forward and backward
+  // share it). Compared in place: the hot path allocates nothing.
+  bool same = plan_valid_ && plan_key_.size() == agreed_.size();
+  for (size_t i = 0; same && i < agreed_.size(); ++i) {
+    same = i % kFingerprintSize == kFingerprintOpField || plan_key_[i] == agreed_[i];
+  }
+  if (same) return RINGATTN_SUCCESS;
+  build_state(shape, opts, global_seq, &own_);
   plan_key_ = agreed_;
   plan_valid_ = true;
   ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;

@@ -29,6 +29,24 @@ inline size_t align64(size_t x) { return (x + 63) / 64 * 64; }
 // Seconds on a monotonic clock.
 double ring_now();
 
+// One agreed problem: its shapes, options and plan. A context keeps the one of its last one-shot
+// call; a ring plan (ringattn_ring_plan_t) keeps its own.
+struct RingProblemState {
+  AttnShape shape;
+  AttnOptions opts;
+  RingPlan plan;
+};
+
+// Where the regions of a forward's or a backward's workspace lie (64-byte aligned), and the
+// bytes in all.
+struct FwdLayout {
+  size_t kv_bytes = 0, o_bytes = 0, lse_bytes = 0, total = 0;
+};
+struct BwdLayout {
+  size_t kv_bytes = 0, dq_bytes = 0, delta_bytes = 0, slot_bytes = 0, grad_bytes = 0,
+         qpack_bytes = 0, total = 0;
+};
+
 struct RingStats {
   double total_seconds = 0, compute_seconds = 0, comm_wait_seconds = 0;
   int64_t bytes_sent = 0;
@@ -54,6 +72,26 @@ class RingContext {
                   ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
                   const ringattn_attn_params_t* params, void* stream);
 
+  // Plans (ringattn_ring_plan_t): agree on the problem of q, k, v and params once (collective)
+  // into `state`, and give the bytes of workspace a run needs (the larger of forward and
+  // backward). Runs of a plan do no agreement and no allocation: they check the tensors against
+  // the plan on this rank only and run in `ws` (at least the plan's bytes).
+  Status make_plan(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                   const ringattn_tensor_t* v, const ringattn_attn_params_t* params,
+                   RingProblemState* state, size_t* ws_bytes);
+  Status plan_forward(const RingProblemState& state, const ringattn_tensor_t* q,
+                      const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                      ringattn_tensor_t* o, ringattn_tensor_t* lse, char* ws, size_t ws_bytes,
+                      void* stream);
+  Status plan_backward(const RingProblemState& state, const ringattn_tensor_t* q,
+                       const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                       const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+                       const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+                       ringattn_tensor_t* dv, char* ws, size_t ws_bytes, void* stream);
+  // Collective: every rank learns whether each allocated its plan workspace (`ok`).
+  Status agree_allocation(bool ok, const char* what);
+  Backend* backend() const { return backend_; }
+
   comm::Transport* transport() { return transport_.get(); }
   size_t workspace_bytes() const { return ws_bytes_; }
   const RingStats& stats() const { return stats_; }
@@ -61,6 +99,19 @@ class RingContext {
   double device_compute_seconds();
 
  private:
+  // Fingerprint this call and agree on it with every rank; *global_seq: the global length.
+  Status agree(RingOp op, Status local_status, const std::string& local_message,
+               const AttnShape& shape, const AttnOptions& opts,
+               const ringattn_attn_params_t* params, bool has_lse, int64_t* global_seq);
+  // The plan of an agreed problem.
+  void build_state(const AttnShape& shape, const AttnOptions& opts, int64_t global_seq,
+                   RingProblemState* state) const;
+  // The layouts of the current problem (cur_).
+  FwdLayout forward_layout(bool has_lse) const;
+  BwdLayout backward_layout() const;
+  // The workspace of a run: the plan's (run_ws_, sized at plan time) or the context's own
+  // (grown, agreed on the first call of a problem).
+  Status workspace(RingOp op, size_t bytes, void* stream, char** ws);
   // Validate locally, agree with every rank, and (re)build the plan when the problem changed.
   Status prepare(RingOp op, Status local_status, const std::string& local_message,
                  const AttnShape& shape, const AttnOptions& opts,
@@ -114,13 +165,14 @@ class RingContext {
   int32_t chunks_;
   std::unique_ptr<ComputeTimer> timer_;  // CUDA events around backend calls (not when capturable)
   void* call_stream_ = nullptr;          // the stream of the call in progress
-  RingPlan plan_;
+  RingProblemState own_;                  // the last one-shot call's problem
+  const RingProblemState* cur_ = &own_;   // the problem of the call in progress
+  char* run_ws_ = nullptr;                // a plan run's workspace (nullptr: the context's)
+  size_t run_ws_bytes_ = 0;
   bool plan_valid_ = false;
   bool ws_agreed_[3] = {false, false, false};  // per RingOp, since the last plan change
   std::vector<int64_t> plan_key_;              // the agreed fingerprints the plan was built for
   std::vector<int64_t> agreed_, local_rows_;
-  AttnShape shape_;
-  AttnOptions opts_;
   char* ws_ = nullptr;
   size_t ws_bytes_ = 0;
   std::unique_ptr<Backend::UseFence> ws_fence_;  // the workspace's last use (CUDA), or none

@@ -9,27 +9,26 @@ namespace ringattn {
 Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                                 const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                 ringattn_tensor_t* lse, void* stream) {
-  const RingPlan& plan = plan_;
+  const RingPlan& plan = cur_->plan;
+  const AttnShape& shape = cur_->shape;
   const int32_t P = plan.world(), C = plan.chunks();
-  const int64_t B = shape_.batch, S = shape_.seq, Hq = shape_.hq, Hkv = shape_.hkv, D = shape_.d;
+  const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
-  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape_.dtype);
-  const size_t kv_bytes = align64(static_cast<size_t>(plan.max_rows()) * kv_row);
-  const size_t o_bytes = align64(sizeof(float) * B * S * Hq * D);
-  const size_t lse_bytes = lse != nullptr ? 0 : align64(sizeof(float) * B * Hq * S);
-  RINGATTN_RETURN_IF_ERROR(
-      workspace_for(kOpForward, 2 * kv_bytes + o_bytes + lse_bytes + 64, stream));
-  char* kv[2] = {ws_, ws_ + kv_bytes};
-  float* o32 = reinterpret_cast<float*>(ws_ + 2 * kv_bytes);
+  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
+  const FwdLayout at = forward_layout(lse != nullptr);
+  char* ws = nullptr;
+  RINGATTN_RETURN_IF_ERROR(workspace(kOpForward, at.total, stream, &ws));
+  char* kv[2] = {ws, ws + at.kv_bytes};
+  float* o32 = reinterpret_cast<float*>(ws + 2 * at.kv_bytes);
   const TensorRef o_acc{o32, kF32, S * Hq * D, Hq * D, D};
   // The caller's LSE is float32 already: accumulate in place.
   const RowStatRef lse_acc =
       lse != nullptr
-          ? rowstat_ref(*lse, shape_.packed)
-          : RowStatRef{reinterpret_cast<float*>(ws_ + 2 * kv_bytes + o_bytes), Hq * S, S};
-  const TensorRef qref = tensor_ref(*q, shape_.packed);
+          ? rowstat_ref(*lse, shape.packed)
+          : RowStatRef{reinterpret_cast<float*>(ws + 2 * at.kv_bytes + at.o_bytes), Hq * S, S};
+  const TensorRef qref = tensor_ref(*q, shape.packed);
 
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
@@ -58,8 +57,8 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       p.v = kv_ref(kv[cur], 1, 0);
       p.o = offset_rows(o_acc, qc.row0);
       p.lse = offset_rows(lse_acc, qc.row0);
-      p.scale = opts_.scale;
-      p.mask = opts_.mask;
+      p.scale = cur_->opts.scale;
+      p.mask = cur_->opts.mask;
       p.q_pos = plan.map(qc);
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
@@ -85,7 +84,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       RINGATTN_RETURN_IF_ERROR(
           backend_->fill_rowstat(B, Hq, qc.rows, offset_rows(lse_acc, qc.row0), -INFINITY, stream));
     }
-    return backend_->convert(B, S, Hq, D, o_acc, tensor_ref(*o, shape_.packed), stream);
+    return backend_->convert(B, S, Hq, D, o_acc, tensor_ref(*o, shape.packed), stream);
   });
 }
 

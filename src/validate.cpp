@@ -315,6 +315,11 @@ DType to_dtype(ringattn_dtype_t d) {
 
 size_t dtype_size(DType d) { return d == kF32 ? 4 : 2; }
 
+Status validate_qkv_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                            const ringattn_tensor_t* v, AttnShape* shape) {
+  return check_qkv(q, k, v, shape);
+}
+
 Status validate_forward_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                                 const ringattn_tensor_t* v, const ringattn_tensor_t* o,
                                 const ringattn_tensor_t* lse, AttnShape* shape) {

@@ -50,6 +50,10 @@ int64_t enum_value(const E& e) {
 // computed with overflow checks, at most kMaxTensorElements; `name` names it in the message.
 Status check_tensor_extent(const ringattn_tensor_t* t, const char* name);
 
+// Checks q, k, v alone (a plan's problem): descriptors, shapes, dtypes, extents, GQA.
+Status validate_qkv_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                            const ringattn_tensor_t* v, AttnShape* shape);
+
 // Checks q, k, v, o (and lse when non-null) for a forward call: descriptors, shapes, dtypes,
 // extents, and outputs that overlap an input or each other (rejected, see ringattn.h).
 Status validate_forward_tensors(const ringattn_tensor_t* q, const ringattn_tensor_t* k,

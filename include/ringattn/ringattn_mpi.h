@@ -131,6 +131,51 @@ RINGATTN_API ringattn_status_t ringattn_ring_backward(
     const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
     ringattn_tensor_t* dv, const ringattn_attn_params_t* params, void* stream);
 
+/* ---- plans: agree once, run many ------------------------------------------------------
+ *
+ * A one-shot call above agrees on its problem with every rank (a host-synchronous allgather)
+ * before any data moves. A plan does that once: runs of the plan do no agreement, and no
+ * allocation when they get a workspace (the plan's own, or the caller's), so they cost only the
+ * ring, and on a capturable NCCL context a run can be captured without a first eager call. The
+ * price: a run checks its tensors against the plan on its own rank only, so a wrong argument in a
+ * run fails on that rank while the others wait out the timeout. */
+typedef struct ringattn_ring_plan* ringattn_ring_plan_t;
+
+/* Collective over the context, like a call: the problem of q, k, v (valid descriptors of this
+ * rank's local tensors; their data is not read) and params (cu_seqlens is copied), agreed by
+ * every rank. own_workspace nonzero: the plan allocates its workspace now, in the backend's
+ * memory (every rank agrees that it succeeded), and runs may pass workspace = NULL; zero: every
+ * run passes a workspace. The context must outlive the plan. */
+RINGATTN_API ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx,
+                                                        const ringattn_tensor_t* q,
+                                                        const ringattn_tensor_t* k,
+                                                        const ringattn_tensor_t* v,
+                                                        const ringattn_attn_params_t* params,
+                                                        int32_t own_workspace,
+                                                        ringattn_ring_plan_t* plan);
+/* Bytes of workspace a run needs (forward or backward), in the backend's memory (host for CPU,
+ * device for CUDA), 64-byte aligned. Local. */
+RINGATTN_API ringattn_status_t ringattn_ring_plan_workspace_size(ringattn_ring_plan_t plan,
+                                                                size_t* bytes);
+/* Runs: the tensors of ringattn_ring_forward / ringattn_ring_backward, with the plan's shapes
+ * and dtype (else RINGATTN_ERROR_SHAPE_MISMATCH on this rank). workspace: NULL for the plan's
+ * own, else workspace_bytes >= ringattn_ring_plan_workspace_size bytes, 64-byte aligned, not
+ * used by anything else until the run's work on `stream` is done. Collective; statistics as for
+ * a call (ringattn_context_last_stats). */
+RINGATTN_API ringattn_status_t ringattn_ring_plan_forward(
+    ringattn_ring_plan_t plan, const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+    const ringattn_tensor_t* v, ringattn_tensor_t* o, ringattn_tensor_t* lse, void* workspace,
+    size_t workspace_bytes, void* stream);
+RINGATTN_API ringattn_status_t ringattn_ring_plan_backward(
+    ringattn_ring_plan_t plan, const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+    const ringattn_tensor_t* v, const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+    const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+    ringattn_tensor_t* dv, void* workspace, size_t workspace_bytes, void* stream);
+/* Frees the plan and its own workspace (CUDA: on the default stream after the plan's last eager
+ * run; finish the launches of graphs that captured runs first). NULL is a no-op. Not
+ * collective. */
+RINGATTN_API ringattn_status_t ringattn_ring_plan_destroy(ringattn_ring_plan_t plan);
+
 /* Shard / unshard helpers for global tensors: ringattn_shard_tensor, ringattn_unshard_tensor in
  * ringattn.h (they need no MPI). */
 

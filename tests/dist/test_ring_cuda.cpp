@@ -527,6 +527,62 @@ TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
   ringattn_context_destroy(ctx);
   cudaStreamDestroy(stream);
 }
+// A plan on a capturable NCCL context: its runs do no agreement and no allocation, so they are
+// captured without an eager call first, and the replay gives the one-shot calls' bytes.
+TEST(RingCudaGraph, PlanRunsAreCapturedWithoutAnEagerCall) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  int count = 0;
+  cudaGetDeviceCount(&count);
+  if (count < world_size()) GTEST_SKIP() << "NCCL needs one GPU per rank";
+  cudaSetDevice(world_rank());
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  opts.capturable = 1;
+  ringattn_context_t ctx = nullptr, eager_ctx = nullptr;
+  ASSERT_TRUE(all_ranks(ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA,
+                                                         &opts, &ctx) == RINGATTN_SUCCESS &&
+                        ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA,
+                                                         &opts, &eager_ctx) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  GraphProblem prob;
+  const uint64_t seed = shared_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  ASSERT_TRUE(all_ranks(prob.ok && prob.fill(seed)));
+  ASSERT_TRUE(all_ranks(prob.enqueue(eager_ctx, stream) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const auto eager = prob.outputs();
+
+  ringattn_ring_plan_t plan = nullptr;
+  ASSERT_TRUE(all_ranks(ringattn_ring_plan_create(ctx, &prob.t[0], &prob.t[1], &prob.t[2],
+                                                  &prob.params, 1, &plan) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  ASSERT_TRUE(prob.poison());
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
+  ringattn_status_t st = ringattn_ring_plan_forward(plan, &prob.t[0], &prob.t[1], &prob.t[2],
+                                                    &prob.t[3], &prob.t[4], nullptr, 0, stream);
+  if (st == RINGATTN_SUCCESS) {
+    st = ringattn_ring_plan_backward(plan, &prob.t[0], &prob.t[1], &prob.t[2], &prob.t[3],
+                                     &prob.t[4], &prob.t[5], &prob.t[6], &prob.t[7], &prob.t[8],
+                                     nullptr, 0, stream);
+  }
+  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+  ASSERT_TRUE(all_ranks(st == RINGATTN_SUCCESS && end == cudaSuccess))
+      << ringattn_get_last_error() << " / " << cudaGetErrorString(end);
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  EXPECT_TRUE(all_ranks(prob.outputs() == eager)) << "replayed plan runs differ from one-shot";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  ringattn_ring_plan_destroy(plan);
+  ringattn_context_destroy(ctx);
+  ringattn_context_destroy(eager_ctx);
+  cudaStreamDestroy(stream);
+}
 #endif  // RINGATTN_HAVE_NCCL
 
 std::vector<RingCase> cuda_cases() {
