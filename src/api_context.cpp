@@ -178,37 +178,41 @@ struct NcclMpiTransportMaker {
 };
 #endif
 
-// The workspace of a plan run: the caller's (large and aligned enough) or the plan's own.
-ringattn_status_t run_workspace(ringattn_ring_plan_t plan, void* workspace,
-                                size_t workspace_bytes, char** ws) {
-  if (workspace == nullptr) {
-    if (plan->own_ws == nullptr) {
-      return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER,
-                                 "argument 'workspace' is NULL and the plan has none of its own "
-                                 "(create it with own_workspace = 1)");
+// A run of a plan: its workspace (the caller's, large and aligned enough, or the plan's own),
+// the run itself (`run(ws, bytes)`), and the own workspace's last use, for its free.
+template <typename Run>
+ringattn_status_t plan_run(ringattn_ring_plan_t plan, void* workspace, size_t workspace_bytes,
+                           void* stream, const Run& run) {
+  clear_error();
+  if (plan == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
+  RINGATTN_API_GUARD_BEGIN
+  char* ws = plan->own_ws;
+  size_t bytes = plan->ws_bytes;
+  if (workspace == nullptr && ws == nullptr) {
+    return set_error(RINGATTN_ERROR_NULL_POINTER,
+                     "argument 'workspace' is NULL and the plan has none of its own (create it "
+                     "with own_workspace = 1)");
+  }
+  if (workspace != nullptr) {
+    if (workspace_bytes < plan->ws_bytes) {
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "argument 'workspace_bytes' is %zu, the plan needs %zu "
+                        "(ringattn_ring_plan_workspace_size)",
+                        workspace_bytes, plan->ws_bytes);
     }
-    *ws = plan->own_ws;
-    return RINGATTN_SUCCESS;
+    if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0) {
+      return set_error(RINGATTN_ERROR_INVALID_ARGUMENT,
+                       "argument 'workspace' is not 64-byte aligned");
+    }
+    ws = static_cast<char*>(workspace);
+    bytes = workspace_bytes;
   }
-  if (workspace_bytes < plan->ws_bytes) {
-    return ringattn::set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                                "argument 'workspace_bytes' is %zu, the plan needs %zu "
-                                "(ringattn_ring_plan_workspace_size)",
-                                workspace_bytes, plan->ws_bytes);
-  }
-  if (reinterpret_cast<uintptr_t>(workspace) % 64 != 0) {
-    return ringattn::set_error(RINGATTN_ERROR_INVALID_ARGUMENT,
-                               "argument 'workspace' is not 64-byte aligned");
-  }
-  *ws = static_cast<char*>(workspace);
-  return RINGATTN_SUCCESS;
-}
-
-// After a run that used the plan's own workspace: its last use, for the free.
-void record_use(ringattn_ring_plan_t plan, const char* ws, void* stream) {
+  const ringattn_status_t st = run(ws, bytes);
   if (plan->fence && ws == plan->own_ws && !plan->ctx->ring->backend()->stream_capturing(stream)) {
     plan->fence->record(stream);
   }
+  return st;
+  RINGATTN_API_GUARD_END
 }
 
 }  // namespace
@@ -307,19 +311,9 @@ ringattn_status_t ringattn_ring_plan_forward(ringattn_ring_plan_t plan,
                                             const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                             ringattn_tensor_t* lse, void* workspace,
                                             size_t workspace_bytes, void* stream) {
-  ringattn::clear_error();
-  if (plan == nullptr) {
-    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
-  }
-  RINGATTN_API_GUARD_BEGIN
-  char* ws = nullptr;
-  RINGATTN_RETURN_IF_ERROR(ringattn::run_workspace(plan, workspace, workspace_bytes, &ws));
-  const ringattn_status_t st = plan->ctx->ring->plan_forward(
-      plan->state, q, k, v, o, lse, ws, workspace != nullptr ? workspace_bytes : plan->ws_bytes,
-      stream);
-  ringattn::record_use(plan, ws, stream);
-  return st;
-  RINGATTN_API_GUARD_END
+  return ringattn::plan_run(plan, workspace, workspace_bytes, stream, [&](char* ws, size_t n) {
+    return plan->ctx->ring->plan_forward(plan->state, q, k, v, o, lse, ws, n, stream);
+  });
 }
 
 ringattn_status_t ringattn_ring_plan_backward(
@@ -327,19 +321,10 @@ ringattn_status_t ringattn_ring_plan_backward(
     const ringattn_tensor_t* v, const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
     const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
     ringattn_tensor_t* dv, void* workspace, size_t workspace_bytes, void* stream) {
-  ringattn::clear_error();
-  if (plan == nullptr) {
-    return ringattn::set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'plan' is NULL");
-  }
-  RINGATTN_API_GUARD_BEGIN
-  char* ws = nullptr;
-  RINGATTN_RETURN_IF_ERROR(ringattn::run_workspace(plan, workspace, workspace_bytes, &ws));
-  const ringattn_status_t st = plan->ctx->ring->plan_backward(
-      plan->state, q, k, v, o, lse, dout, dq, dk, dv, ws,
-      workspace != nullptr ? workspace_bytes : plan->ws_bytes, stream);
-  ringattn::record_use(plan, ws, stream);
-  return st;
-  RINGATTN_API_GUARD_END
+  return ringattn::plan_run(plan, workspace, workspace_bytes, stream, [&](char* ws, size_t n) {
+    return plan->ctx->ring->plan_backward(plan->state, q, k, v, o, lse, dout, dq, dk, dv, ws, n,
+                                          stream);
+  });
 }
 
 ringattn_status_t ringattn_ring_plan_destroy(ringattn_ring_plan_t plan) {

@@ -128,9 +128,10 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
 
 Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row,
                              comm::Exchange* ex) {
-  const int P = cur_->plan.world(), me = transport_->rank();
-  const size_t send = static_cast<size_t>(cur_->plan.rows_of(cur_->plan.step_source(i))) * kv_row;
-  const size_t recv = static_cast<size_t>(cur_->plan.rows_of(cur_->plan.step_source(i + 1))) * kv_row;
+  const RingPlan& plan = cur_->plan;
+  const int P = plan.world(), me = transport_->rank();
+  const size_t send = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * kv_row;
+  const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
   return start(kv[cur], send, (me + 1) % P, kv[1 - cur], recv, (me - 1 + P) % P, kTagKv, ex,
                /*relay=*/i > 0);
 }
@@ -149,23 +150,24 @@ void RingContext::progress(comm::Exchange* exs, int n) {
 }
 
 TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
-  const int64_t B = cur_->shape.batch, H = cur_->shape.hkv, D = cur_->shape.d;
+  const AttnShape& sh = cur_->shape;
+  const int64_t B = sh.batch, H = sh.hkv, D = sh.d;
   const int64_t row = 2 * B * H * D;
   const int64_t off = row0 * row + which * B * H * D;
-  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(cur_->shape.dtype)),
-                   cur_->shape.dtype, H * D, row, D};
+  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(sh.dtype)),
+                   sh.dtype, H * D, row, D};
 }
 
 Status RingContext::pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf,
                             void* stream) {
-  const int64_t rows = cur_->shape.seq;
-  if (rows == 0 || cur_->shape.batch == 0) return RINGATTN_SUCCESS;
+  const AttnShape& sh = cur_->shape;
+  if (sh.seq == 0 || sh.batch == 0) return RINGATTN_SUCCESS;
   return timed_compute([&] {
-    RINGATTN_RETURN_IF_ERROR(backend_->convert(cur_->shape.batch, rows, cur_->shape.hkv, cur_->shape.d,
-                                               tensor_ref(*k, cur_->shape.packed), kv_ref(buf, 0, 0),
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d,
+                                               tensor_ref(*k, sh.packed), kv_ref(buf, 0, 0),
                                                stream));
-    return backend_->convert(cur_->shape.batch, rows, cur_->shape.hkv, cur_->shape.d,
-                             tensor_ref(*v, cur_->shape.packed), kv_ref(buf, 1, 0), stream);
+    return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, tensor_ref(*v, sh.packed),
+                             kv_ref(buf, 1, 0), stream);
   });
 }
 
@@ -308,23 +310,31 @@ Status RingContext::agree_allocation(bool ok, const char* what) {
   return RINGATTN_SUCCESS;
 }
 
+template <typename Run>
+Status RingContext::in_plan(const RingProblemState& state, const AttnShape& shape, char* ws,
+                            size_t ws_bytes, void* stream, const Run& run) {
+  RINGATTN_RETURN_IF_ERROR(check_plan_shape(shape, state.shape));
+  begin_call(stream);
+  cur_ = &state;
+  run_ws_ = ws;
+  run_ws_bytes_ = ws_bytes;
+  const Status st = run();
+  cur_ = &own_;
+  run_ws_ = nullptr;
+  run_ws_bytes_ = 0;
+  return st;
+}
+
 Status RingContext::plan_forward(const RingProblemState& state, const ringattn_tensor_t* q,
                                  const ringattn_tensor_t* k, const ringattn_tensor_t* v,
                                  ringattn_tensor_t* o, ringattn_tensor_t* lse, char* ws,
                                  size_t ws_bytes, void* stream) {
   const double t0 = ring_now();
   stats_ = RingStats{};
-  begin_call(stream);
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(validate_forward_tensors(q, k, v, o, lse, &shape));
-  RINGATTN_RETURN_IF_ERROR(check_plan_shape(shape, state.shape));
-  cur_ = &state;
-  run_ws_ = ws;
-  run_ws_bytes_ = ws_bytes;
-  const Status st = run_forward(q, k, v, o, lse, stream);
-  cur_ = &own_;
-  run_ws_ = nullptr;
-  run_ws_bytes_ = 0;
+  const Status st = in_plan(state, shape, ws, ws_bytes, stream,
+                            [&] { return run_forward(q, k, v, o, lse, stream); });
   stats_.total_seconds = ring_now() - t0;
   return st;
 }
@@ -337,17 +347,11 @@ Status RingContext::plan_backward(const RingProblemState& state, const ringattn_
                                   size_t ws_bytes, void* stream) {
   const double t0 = ring_now();
   stats_ = RingStats{};
-  begin_call(stream);
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));
-  RINGATTN_RETURN_IF_ERROR(check_plan_shape(shape, state.shape));
-  cur_ = &state;
-  run_ws_ = ws;
-  run_ws_bytes_ = ws_bytes;
-  const Status st = run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
-  cur_ = &own_;
-  run_ws_ = nullptr;
-  run_ws_bytes_ = 0;
+  const Status st = in_plan(state, shape, ws, ws_bytes, stream, [&] {
+    return run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+  });
   stats_.total_seconds = ring_now() - t0;
   return st;
 }

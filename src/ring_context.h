@@ -109,6 +109,11 @@ class RingContext {
   // The layouts of the current problem (cur_).
   FwdLayout forward_layout(bool has_lse) const;
   BwdLayout backward_layout() const;
+  // A plan run: the tensors' shape checked against the plan, then `run` with the plan's
+  // problem and workspace current.
+  template <typename Run>
+  Status in_plan(const RingProblemState& state, const AttnShape& shape, char* ws,
+                 size_t ws_bytes, void* stream, const Run& run);
   // The workspace of a run: the plan's (run_ws_, sized at plan time) or the context's own
   // (grown, agreed on the first call of a problem).
   Status workspace(RingOp op, size_t bytes, void* stream, char** ws);

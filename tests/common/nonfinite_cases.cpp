@@ -60,8 +60,8 @@ std::vector<unsigned char> to_dtype_bytes(const std::vector<float>& x, ringattn_
     uint32_t b;
     std::memcpy(&b, &x[i], 4);
     // Round to nearest even; NaN stays a (quiet) NaN.
-    const uint16_t h = std::isnan(x[i]) ? static_cast<uint16_t>((b >> 16) | 0x40)
-                                        : static_cast<uint16_t>((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+    const uint32_t rounded = (b + 0x7fff + ((b >> 16) & 1)) >> 16;
+    const uint16_t h = static_cast<uint16_t>(std::isnan(x[i]) ? (b >> 16) | 0x40 : rounded);
     std::memcpy(&out[2 * i], &h, 2);
   }
   return out;
@@ -80,6 +80,23 @@ std::vector<float> from_dtype_bytes(const std::vector<unsigned char>& b, ringatt
     }
   }
   return out;
+}
+
+NonfiniteBytes::NonfiniteBytes(const NonfiniteProblem& p)
+    : q(to_dtype_bytes(p.q, p.dtype)),
+      k(to_dtype_bytes(p.k, p.dtype)),
+      v(to_dtype_bytes(p.v, p.dtype)),
+      dout(to_dtype_bytes(p.dout, p.dtype)),
+      o(to_dtype_bytes(std::vector<float>(S * Hq * D), p.dtype)),
+      dq(o),
+      dk(to_dtype_bytes(std::vector<float>(S * Hkv * D), p.dtype)),
+      dv(dk) {}
+
+void NonfiniteBytes::store_outputs(NonfiniteProblem* p) const {
+  p->o = from_dtype_bytes(o, p->dtype);
+  p->dq = from_dtype_bytes(dq, p->dtype);
+  p->dk = from_dtype_bytes(dk, p->dtype);
+  p->dv = from_dtype_bytes(dv, p->dtype);
 }
 
 void check_nonfinite_cases(ringattn_dtype_t dtype, const NonfiniteRunner& run) {

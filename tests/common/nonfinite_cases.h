@@ -31,6 +31,14 @@ using NonfiniteRunner = std::function<ringattn_status_t(NonfiniteProblem* p)>;
 // Every case in `dtype`, as gtest expectations.
 void check_nonfinite_cases(ringattn_dtype_t dtype, const NonfiniteRunner& run);
 
+// The problem's tensors as bytes in its dtype: inputs filled, outputs zero; store_outputs puts
+// O, dQ, dK and dV back into the problem as float (the LSE is float32 already).
+struct NonfiniteBytes {
+  std::vector<unsigned char> q, k, v, dout, o, dq, dk, dv;
+  explicit NonfiniteBytes(const NonfiniteProblem& p);
+  void store_outputs(NonfiniteProblem* p) const;
+};
+
 // The tensors in the problem's dtype (bytes of float32 or bfloat16 values), and back.
 std::vector<unsigned char> to_dtype_bytes(const std::vector<float>& x, ringattn_dtype_t dtype);
 std::vector<float> from_dtype_bytes(const std::vector<unsigned char>& b, ringattn_dtype_t dtype);

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <string>
 #include <thread>
@@ -451,6 +452,28 @@ TEST(RingCudaWorkspace, GrowthOnAnotherStreamWaitsForThePreviousCall) {
 }
 
 #if defined(RINGATTN_HAVE_NCCL)
+// Captures what `enqueue` puts on `stream` into a graph, launches it once and waits: "" or what
+// failed (on every rank). The graph stays in *graph / *exec for more launches.
+std::string capture_and_launch(cudaStream_t stream,
+                               const std::function<ringattn_status_t()>& enqueue,
+                               cudaGraph_t* graph, cudaGraphExec_t* exec) {
+  if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) != cudaSuccess) {
+    return "cudaStreamBeginCapture failed";
+  }
+  const ringattn_status_t captured = enqueue();
+  const std::string msg = ringattn_get_last_error();
+  const cudaError_t end = cudaStreamEndCapture(stream, graph);
+  if (!all_ranks(captured == RINGATTN_SUCCESS && end == cudaSuccess)) {
+    return msg + " / " + cudaGetErrorString(end);
+  }
+  if (cudaGraphInstantiate(exec, *graph, 0) != cudaSuccess ||
+      cudaGraphLaunch(*exec, stream) != cudaSuccess ||
+      cudaStreamSynchronize(stream) != cudaSuccess) {
+    return "instantiating or launching the graph failed";
+  }
+  return "";
+}
+
 // options.capturable: after one eager call of a problem, a forward and backward captured on the
 // caller's stream replay to the eager results bitwise, also on new inputs written into the same
 // buffers; a call that would grow the workspace during a capture is refused on every rank.
@@ -484,14 +507,9 @@ TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
   ASSERT_TRUE(prob.poison());
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  const ringattn_status_t captured = prob.enqueue(ctx, stream);
-  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-  ASSERT_TRUE(all_ranks(captured == RINGATTN_SUCCESS && end == cudaSuccess))
-      << ringattn_get_last_error() << " / " << cudaGetErrorString(end);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  const std::string failed =
+      capture_and_launch(stream, [&] { return prob.enqueue(ctx, stream); }, &graph, &exec);
+  ASSERT_EQ(failed, "");
   EXPECT_TRUE(all_ranks(prob.outputs() == eager)) << "replay differs from the eager call";
 
   // New inputs in the same buffers: the replay and an eager call agree again.
@@ -505,6 +523,32 @@ TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_TRUE(all_ranks(prob.outputs() == replayed)) << "replay on new inputs differs";
   EXPECT_NE(replayed, eager);
+
+  // A plan of the problem: its runs do no agreement and grow nothing, so they are captured with
+  // no eager run of the plan first, and replay to the same bytes.
+  ringattn_ring_plan_t plan = nullptr;
+  ASSERT_TRUE(all_ranks(ringattn_ring_plan_create(ctx, &prob.t[0], &prob.t[1], &prob.t[2],
+                                                  &prob.params, 1, &plan) == RINGATTN_SUCCESS))
+      << ringattn_get_last_error();
+  ASSERT_TRUE(prob.poison());
+  cudaGraph_t plan_graph = nullptr;
+  cudaGraphExec_t plan_exec = nullptr;
+  const std::string plan_failed = capture_and_launch(
+      stream,
+      [&] {
+        const ringattn_status_t st = ringattn_ring_plan_forward(
+            plan, &prob.t[0], &prob.t[1], &prob.t[2], &prob.t[3], &prob.t[4], nullptr, 0, stream);
+        if (st != RINGATTN_SUCCESS) return st;
+        return ringattn_ring_plan_backward(plan, &prob.t[0], &prob.t[1], &prob.t[2], &prob.t[3],
+                                           &prob.t[4], &prob.t[5], &prob.t[6], &prob.t[7],
+                                           &prob.t[8], nullptr, 0, stream);
+      },
+      &plan_graph, &plan_exec);
+  ASSERT_EQ(plan_failed, "");
+  EXPECT_TRUE(all_ranks(prob.outputs() == replayed)) << "captured plan runs differ";
+  cudaGraphExecDestroy(plan_exec);
+  cudaGraphDestroy(plan_graph);
+  ringattn_ring_plan_destroy(plan);
 
   // A longer problem than any before would grow the workspace inside the capture: refused on
   // every rank, nothing captured, and the context stays usable.
@@ -525,62 +569,6 @@ TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   ringattn_context_destroy(ctx);
-  cudaStreamDestroy(stream);
-}
-// A plan on a capturable NCCL context: its runs do no agreement and no allocation, so they are
-// captured without an eager call first, and the replay gives the one-shot calls' bytes.
-TEST(RingCudaGraph, PlanRunsAreCapturedWithoutAnEagerCall) {
-  if (!have_device()) GTEST_SKIP() << "no CUDA device";
-  int count = 0;
-  cudaGetDeviceCount(&count);
-  if (count < world_size()) GTEST_SKIP() << "NCCL needs one GPU per rank";
-  cudaSetDevice(world_rank());
-  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  opts.capturable = 1;
-  ringattn_context_t ctx = nullptr, eager_ctx = nullptr;
-  ASSERT_TRUE(all_ranks(ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA,
-                                                         &opts, &ctx) == RINGATTN_SUCCESS &&
-                        ringattn_context_create_nccl_mpi(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA,
-                                                         &opts, &eager_ctx) == RINGATTN_SUCCESS))
-      << ringattn_get_last_error();
-  cudaStream_t stream = nullptr;
-  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
-  GraphProblem prob;
-  const uint64_t seed = shared_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  ASSERT_TRUE(all_ranks(prob.ok && prob.fill(seed)));
-  ASSERT_TRUE(all_ranks(prob.enqueue(eager_ctx, stream) == RINGATTN_SUCCESS))
-      << ringattn_get_last_error();
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  const auto eager = prob.outputs();
-
-  ringattn_ring_plan_t plan = nullptr;
-  ASSERT_TRUE(all_ranks(ringattn_ring_plan_create(ctx, &prob.t[0], &prob.t[1], &prob.t[2],
-                                                  &prob.params, 1, &plan) == RINGATTN_SUCCESS))
-      << ringattn_get_last_error();
-  ASSERT_TRUE(prob.poison());
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), cudaSuccess);
-  ringattn_status_t st = ringattn_ring_plan_forward(plan, &prob.t[0], &prob.t[1], &prob.t[2],
-                                                    &prob.t[3], &prob.t[4], nullptr, 0, stream);
-  if (st == RINGATTN_SUCCESS) {
-    st = ringattn_ring_plan_backward(plan, &prob.t[0], &prob.t[1], &prob.t[2], &prob.t[3],
-                                     &prob.t[4], &prob.t[5], &prob.t[6], &prob.t[7], &prob.t[8],
-                                     nullptr, 0, stream);
-  }
-  const cudaError_t end = cudaStreamEndCapture(stream, &graph);
-  ASSERT_TRUE(all_ranks(st == RINGATTN_SUCCESS && end == cudaSuccess))
-      << ringattn_get_last_error() << " / " << cudaGetErrorString(end);
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
-  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
-  EXPECT_TRUE(all_ranks(prob.outputs() == eager)) << "replayed plan runs differ from one-shot";
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  ringattn_ring_plan_destroy(plan);
-  ringattn_context_destroy(ctx);
-  ringattn_context_destroy(eager_ctx);
   cudaStreamDestroy(stream);
 }
 #endif  // RINGATTN_HAVE_NCCL

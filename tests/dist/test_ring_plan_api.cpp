@@ -68,6 +68,10 @@ struct Local {
   }
 };
 
+char* align64(double* p) {
+  return reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(p) + 63) / 64 * 64);
+}
+
 ringattn_context_t make_ctx() {
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   opts.timeout_ms = 20000;
@@ -111,7 +115,8 @@ TEST(RingPlanApi, RunsGiveTheOneShotBytesAndGrowNothing) {
     p.window_left = c.window_left;
     Local l(c.dtype, c.scheme, 149);
     ringattn_context_t ref_ctx = make_ctx();
-    ASSERT_TRUE(all_ranks(one_shot(ref_ctx, &l, p) == RINGATTN_SUCCESS)) << ringattn_get_last_error();
+    ASSERT_TRUE(all_ranks(one_shot(ref_ctx, &l, p) == RINGATTN_SUCCESS))
+        << ringattn_get_last_error();
     const auto want = l.outputs();
     ringattn_context_destroy(ref_ctx);
 
@@ -142,7 +147,7 @@ TEST(RingPlanApi, RunsGiveTheOneShotBytesAndGrowNothing) {
     ASSERT_EQ(ringattn_ring_plan_workspace_size(bare, &bytes), RINGATTN_SUCCESS);
     EXPECT_GT(bytes, 0u);
     std::vector<double> ws(bytes / sizeof(double) + 16);
-    char* aligned = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(ws.data()) + 63) / 64 * 64);
+    char* aligned = align64(ws.data());
     l.poison();
     ASSERT_TRUE(all_ranks(plan_run(bare, &l, aligned, bytes) == RINGATTN_SUCCESS))
         << ringattn_get_last_error();
@@ -169,7 +174,7 @@ TEST(RingPlanApi, RunsCheckTheirTensorsAndWorkspace) {
   size_t bytes = 0;
   ringattn_ring_plan_workspace_size(plan, &bytes);
   std::vector<double> ws(bytes / sizeof(double) + 16);
-  char* aligned = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(ws.data()) + 63) / 64 * 64);
+  char* aligned = align64(ws.data());
   EXPECT_EQ(ringattn_ring_plan_forward(plan, &l.tq, &l.tk, &l.tv, &l.to, &l.tlse, aligned,
                                        bytes - 1, nullptr),
             RINGATTN_ERROR_INVALID_ARGUMENT);

@@ -36,12 +36,10 @@ ringattn_status_t run_cuda(NonfiniteProblem* p) {
   using P = NonfiniteProblem;
   const int64_t S = P::kS, Hq = P::kHq, Hkv = P::kHkv, D = P::kD;
   const ringattn_dtype_t dt = p->dtype;
-  std::vector<unsigned char> hq = to_dtype_bytes(p->q, dt), hk = to_dtype_bytes(p->k, dt),
-                             hv = to_dtype_bytes(p->v, dt), hdo = to_dtype_bytes(p->dout, dt);
-  std::vector<unsigned char> ho = to_dtype_bytes(std::vector<float>(S * Hq * D), dt), hdq = ho,
-                             hdk = to_dtype_bytes(std::vector<float>(S * Hkv * D), dt), hdv = hdk,
-                             hl = to_dtype_bytes(std::vector<float>(Hq * S), RINGATTN_FLOAT32);
-  Dev q(&hq), k(&hk), v(&hv), o(&ho), lse(&hl), dout(&hdo), dq(&hdq), dk(&hdk), dv(&hdv);
+  NonfiniteBytes b(*p);
+  std::vector<unsigned char> hl = to_dtype_bytes(std::vector<float>(Hq * S), RINGATTN_FLOAT32);
+  Dev q(&b.q), k(&b.k), v(&b.v), o(&b.o), lse(&hl), dout(&b.dout), dq(&b.dq), dk(&b.dk),
+      dv(&b.dv);
   auto t = [dt](Dev& x, int64_t h) { return tensor_bshd(x.ptr, dt, 1, S, h, D); };
   ringattn_tensor_t tq = t(q, Hq), tk = t(k, Hkv), tv = t(v, Hkv), to = t(o, Hq),
                     tdo = t(dout, Hq), tdq = t(dq, Hq), tdk = t(dk, Hkv), tdv = t(dv, Hkv);
@@ -54,11 +52,8 @@ ringattn_status_t run_cuda(NonfiniteProblem* p) {
   }
   cudaDeviceSynchronize();
   for (Dev* d : {&o, &lse, &dq, &dk, &dv}) d->fetch();
-  p->o = from_dtype_bytes(ho, dt);
+  b.store_outputs(p);
   p->lse = from_dtype_bytes(hl, RINGATTN_FLOAT32);
-  p->dq = from_dtype_bytes(hdq, dt);
-  p->dk = from_dtype_bytes(hdk, dt);
-  p->dv = from_dtype_bytes(hdv, dt);
   return st;
 }
 
