@@ -11,6 +11,8 @@
 // time of the iteration, device work included). comm GB/s: bytes a rank sends per second of the
 // run.
 // --single runs the single-process API on the whole problem instead (the baseline, with -np 1).
+// --plan runs the ring through a plan (ringattn_ring_plan_*: agreed once per row, no agreement
+// per call).
 // --emulate R/P (with -np 1) runs rank R's share of a P-rank ring alone, with a compute-only
 // context (ringattn_context_create_compute_only): that rank's kernels and timing, no transfers,
 // no check. Summing the device compute of R = 0..P-1 gives the ring's compute over ranks on one
@@ -47,7 +49,7 @@ struct Args {
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
   std::string backend = "cpu", transport = "mpi";
   std::string emulate;  // "R/P"
-  bool causal = false, single = false, verbose = false;
+  bool causal = false, single = false, verbose = false, plan = false;
   int iters = 5, warmup = 1, check = 1, chunks = 0;
 };
 
@@ -255,6 +257,7 @@ int main(int argc, char** argv) {
   app.add_option("-c,--check", a.check, "check against the float64 reference: 0/1");
   app.add_option("--chunks", a.chunks, "compute chunks per ring step (0 = library default)");
   app.add_flag("--single", a.single, "time the single-process API on the whole problem");
+  app.add_flag("--plan", a.plan, "run through a ring plan (agreed once, no per-call agreement)");
   app.add_option("--emulate", a.emulate,
                  "R/P: run rank R's share of a P-rank ring alone (compute only, -np 1)");
   app.add_flag("--verbose", a.verbose, "print every rank's timing split of the last iteration");
@@ -390,13 +393,28 @@ int main(int argc, char** argv) {
     }
     ringattn_attn_params_t prm = params;
     if (a.single) prm.scheme = RINGATTN_SCHEME_CONTIGUOUS;
+    // --plan: the problem agreed once, runs without agreement in the plan's own workspace.
+    ringattn_ring_plan_t plan = nullptr;
+    if (a.plan && ctx != nullptr &&
+        ringattn_ring_plan_create(ctx, pq.t(), pk.t(), pv.t(), &prm, 1, &plan) !=
+            RINGATTN_SUCCESS) {
+      ringattn::tool::report_ring_failure(RINGATTN_ERROR_COMM, ringattn_get_last_error());
+    }
     auto call_fwd = [&] {
+      if (plan != nullptr) {
+        return ringattn_ring_plan_forward(plan, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), nullptr,
+                                          0, nullptr);
+      }
       return a.single ? ringattn_attention_forward(pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &prm,
                                                    backend, nullptr)
                       : ringattn_ring_forward(ctx, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), &prm,
                                               nullptr);
     };
     auto call_bwd = [&] {
+      if (plan != nullptr) {
+        return ringattn_ring_plan_backward(plan, pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
+                                           pdq.t(), pdk.t(), pdv.t(), nullptr, 0, nullptr);
+      }
       return a.single
                  ? ringattn_attention_backward(pq.t(), pk.t(), pv.t(), po.t(), plse.t(), pdo.t(),
                                                pdq.t(), pdk.t(), pdv.t(), &prm, backend, nullptr)
@@ -571,6 +589,7 @@ int main(int argc, char** argv) {
           row.gbps, row.overlap, a.check ? wrong_s : "N/A", row.peak_mib_max);
       std::fflush(stdout);
     }
+    ringattn_ring_plan_destroy(plan);
     rows.push_back(row);
     jrows.push_back({{"seq", S},
                      {"seq_local", n},
@@ -583,6 +602,7 @@ int main(int argc, char** argv) {
                      {"window", a.window},
                      {"scheme", a.single ? "single" : ringattn::tool::scheme_name(p.scheme)},
                      {"mode", a.mode},
+                     {"plan", a.plan},
                      {"ranks", world},
                      {"time_ms", row.time_s * 1e3},
                      {"tflops", row.tflops},
