@@ -55,7 +55,11 @@ while (($#)); do
     -s) (($# >= 2)) || die_usage "-s needs a value"; slots=$2; shift 2 ;;
     --rate) (($# >= 2)) || die_usage "--rate needs a value"; rate=$2; shift 2 ;;
     --down) (($# >= 2)) || die_usage "--down needs a value"; downs+=("$2"); shift 2 ;;
-    --tcp-retries) (($# >= 2)) || die_usage "--tcp-retries needs a value"; tcp_retries=$2; shift 2 ;;
+    --tcp-retries)
+      (($# >= 2)) || die_usage "--tcp-retries needs a value"
+      tcp_retries=$2
+      shift 2
+      ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
     *) die_usage "unknown option '$1' (the command follows --)" ;;
@@ -119,7 +123,8 @@ remove_ns() {
 }
 
 # Namespaces of earlier runs whose script no longer exists (killed with SIGKILL).
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ringattn-[0-9]+-(sw|h[0-9]+)$' || true); do
+ours='^ringattn-[0-9]+-(sw|h[0-9]+)$'
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "$ours" || true); do
   owner=${ns#ringattn-}
   owner=${owner%%-*}
   if ! kill -0 "$owner" 2>/dev/null; then
@@ -243,7 +248,8 @@ export OMPI_MCA_oob_tcp_keepalive_time=${OMPI_MCA_oob_tcp_keepalive_time:-5}
 export OMPI_MCA_oob_tcp_keepalive_intvl=${OMPI_MCA_oob_tcp_keepalive_intvl:-1}
 export OMPI_MCA_oob_tcp_keepalive_probes=${OMPI_MCA_oob_tcp_keepalive_probes:-3}
 
-log "$hosts hosts x $slots slots on $subnet${rate:+, links shaped to $rate}; namespaces $prefix-h0..h$((hosts - 1))"
+log "$hosts hosts x $slots slots on $subnet${rate:+, links shaped to $rate};" \
+  "namespaces $prefix-h0..h$((hosts - 1))"
 # mpirun runs inside host0: started outside, it would advertise addresses the hosts cannot reach.
 # In the background so that a signal to this script runs the trap at once.
 started=$EPOCHREALTIME
