@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libhwy-dev libxsmm-dev
       libopenmpi-dev openmpi-bin libgtest-dev nlohmann-json3-dev libcli11-dev
-      python3-numpy)
+      python3-numpy iproute2)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (apt packages, build) and runs the whole test suite: CPU unit and kernel tests, the
-# install/find_package test, distributed tests under mpirun, GPU tests (skipped without a GPU),
-# then the CPU tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# install/find_package test, distributed tests under mpirun, emulated multi-host tests (as root,
+# skipped elsewhere), GPU tests (skipped without a GPU), then the CPU tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
