@@ -21,8 +21,10 @@ Status check_packed_total(const AttnShape& shape, const AttnOptions& opts) {
   return RINGATTN_SUCCESS;
 }
 
+// The backend is passed by reference down to get_backend, which reads it as an integer: a C
+// caller may pass any value, and copying an out-of-range value as the enum type is undefined.
 Status prepare(const AttnShape& shape, const ringattn_attn_params_t* params,
-               ringattn_backend_t kind, AttnOptions* opts, Backend** be) {
+               const ringattn_backend_t& kind, AttnOptions* opts, Backend** be) {
   RINGATTN_RETURN_IF_ERROR(validate_params(params, shape, opts));
   RINGATTN_RETURN_IF_ERROR(check_packed_total(shape, *opts));
   RINGATTN_RETURN_IF_ERROR(get_backend(kind, be));
@@ -31,7 +33,8 @@ Status prepare(const AttnShape& shape, const ringattn_attn_params_t* params,
 
 Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                const ringattn_tensor_t* v, ringattn_tensor_t* o, ringattn_tensor_t* lse,
-               const ringattn_attn_params_t* params, ringattn_backend_t kind, void* stream) {
+               const ringattn_attn_params_t* params, const ringattn_backend_t& kind,
+               void* stream) {
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(validate_forward_tensors(q, k, v, o, lse, &shape));
   AttnOptions opts;
@@ -62,7 +65,8 @@ Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                 const ringattn_tensor_t* v, const ringattn_tensor_t* o,
                 const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
                 ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
-                const ringattn_attn_params_t* params, ringattn_backend_t kind, void* stream) {
+                const ringattn_attn_params_t* params, const ringattn_backend_t& kind,
+                void* stream) {
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(
       validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));

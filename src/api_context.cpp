@@ -55,7 +55,7 @@ Status check_ctx(ringattn_context_t ctx) {
 // std::string*); null on failure with *Status and the message set. Make::kCapturable says
 // whether the transport can run without host waits (options.capturable).
 template <typename Make>
-Status create_with(ringattn_backend_t backend, const ringattn_context_options_t* options,
+Status create_with(const ringattn_backend_t& backend, const ringattn_context_options_t* options,
                    ringattn_context_t* out, const Make& make) {
   if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
   *out = nullptr;

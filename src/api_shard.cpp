@@ -1,15 +1,19 @@
 // C API: the sharding helpers (which positions of a sequence a rank holds).
 #include "positions.h"
 #include "status.h"
+#include "validate.h"
 
 namespace ringattn {
 namespace {
 
-Status check_shard_args(ringattn_scheme_t scheme, int64_t seq_len, int32_t world, int32_t rank) {
-  if (scheme != RINGATTN_SCHEME_CONTIGUOUS && scheme != RINGATTN_SCHEME_ZIGZAG &&
-      scheme != RINGATTN_SCHEME_STRIPED) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'scheme' has an unknown value %d",
-                      static_cast<int>(scheme));
+// `scheme` by reference and read as an integer: a C caller may pass any value.
+Status check_shard_args(const ringattn_scheme_t& scheme, int64_t seq_len, int32_t world,
+                        int32_t rank) {
+  const int64_t value = enum_value(scheme);
+  if (value != RINGATTN_SCHEME_CONTIGUOUS && value != RINGATTN_SCHEME_ZIGZAG &&
+      value != RINGATTN_SCHEME_STRIPED) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "argument 'scheme' has an unknown value %lld", static_cast<long long>(value));
   }
   if (seq_len < 0) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'seq_len' is negative (%lld)",

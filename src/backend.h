@@ -89,6 +89,6 @@ class Backend {
 Backend* cpu_backend();
 Backend* cuda_backend();
 // Either of the above, with the error set if unavailable.
-Status get_backend(ringattn_backend_t kind, Backend** out);
+Status get_backend(const ringattn_backend_t& kind, Backend** out);
 
 }  // namespace ringattn

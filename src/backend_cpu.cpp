@@ -96,7 +96,7 @@ Backend* cpu_backend() {
   return &backend;
 }
 
-Status get_backend(ringattn_backend_t kind, Backend** out) {
+Status get_backend(const ringattn_backend_t& kind, Backend** out) {
   *out = nullptr;
   const int64_t value = enum_value(kind);  // read as an integer: it may be out of range
   if (value == RINGATTN_BACKEND_CPU) {
@@ -114,8 +114,9 @@ Status get_backend(ringattn_backend_t kind, Backend** out) {
 }  // namespace ringattn
 
 extern "C" int ringattn_backend_available(ringattn_backend_t backend) {
-  if (backend == RINGATTN_BACKEND_CPU) return 1;
-  if (backend == RINGATTN_BACKEND_CUDA) {
+  const int64_t value = ringattn::enum_value(backend);  // any int from a C caller
+  if (value == RINGATTN_BACKEND_CPU) return 1;
+  if (value == RINGATTN_BACKEND_CUDA) {
     const std::string saved = ringattn::last_error();
     const int ok = ringattn::cuda_backend() != nullptr;
     ringattn::set_error(RINGATTN_SUCCESS, saved);

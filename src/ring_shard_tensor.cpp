@@ -36,9 +36,10 @@ Status check_tensor(const ringattn_tensor_t* t, const char* name, bool packed) {
 }
 
 // Copies rows between the global and local tensor; to_local chooses the direction.
+// `scheme` by reference and read as an integer: a C caller may pass any value.
 Status shard_copy(const ringattn_tensor_t* global, const ringattn_tensor_t* local,
-                  ringattn_scheme_t scheme, const int64_t* cu, int64_t num_seqs, int32_t world,
-                  int32_t rank, bool to_local) {
+                  const ringattn_scheme_t& scheme, const int64_t* cu, int64_t num_seqs,
+                  int32_t world, int32_t rank, bool to_local) {
   const int64_t scheme_value = enum_value(scheme);
   if (scheme_value != RINGATTN_SCHEME_CONTIGUOUS && scheme_value != RINGATTN_SCHEME_ZIGZAG &&
       scheme_value != RINGATTN_SCHEME_STRIPED) {

@@ -170,6 +170,13 @@ Status check_descriptor(const ringattn_tensor_t* t, const char* name, int32_t nd
   if (t->data == nullptr && !empty(t)) {
     return set_errorf(RINGATTN_ERROR_NULL_POINTER, "'%s'.data is NULL", name);
   }
+  // The kernels load elements through typed pointers: a misaligned one is undefined behaviour
+  // on the host and a fault on the device.
+  if (!empty(t) && reinterpret_cast<uintptr_t>(t->data) % elem_bytes(t) != 0) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "'%s'.data (%p) is not aligned to its %lld-byte elements", name, t->data,
+                      static_cast<long long>(elem_bytes(t)));
+  }
   return RINGATTN_SUCCESS;
 }
 

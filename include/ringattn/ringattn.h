@@ -36,6 +36,9 @@
  * window (left, right): a query at position p sees keys in [p - left, p + right]; -1 is unbounded.
  * Causal is the same as right = 0. A side of 2^61 or more is unbounded too (no overflow).
  *
+ * A tensor's data pointer is aligned to its element size (4 bytes for float32, 2 for float16 and
+ * bfloat16), as every framework's tensors are; a misaligned one is RINGATTN_ERROR_INVALID_ARGUMENT.
+ *
  * Limits, checked on every call with overflow-safe arithmetic (RINGATTN_ERROR_INVALID_ARGUMENT or
  * RINGATTN_ERROR_BAD_STRIDE naming the tensor): a tensor has at most 2^48 elements and its
  * strides reach at most element 2^48; a packed call has at most 2^31 - 1 sequences and 2^48

@@ -251,6 +251,30 @@ TEST(ApiValidation, OutOfRangeEnumValuesAreInvalidArguments) {
   EXPECT_ERROR(p.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "scheme has an unknown value 77");
 }
 
+// Found by fuzzing (tests/fuzz): a float32 tensor at an address 2 bytes past its buffer's start
+// was accepted and the kernels read it through misaligned float pointers.
+TEST(ApiValidation, MisalignedDataIsAnInvalidArgumentNamingTheTensor) {
+  Problem p;
+  std::vector<float> buf(p.lse.size() + 1);
+  p.tlse.data = reinterpret_cast<char*>(buf.data()) + 2;
+  EXPECT_ERROR(p.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "'lse'.data");
+  EXPECT_NE(last().find("not aligned to its 4-byte elements"), std::string::npos) << last();
+  EXPECT_ERROR(p.backward(), RINGATTN_ERROR_INVALID_ARGUMENT, "'lse'.data");
+  Problem h;
+  std::vector<uint16_t> k16(h.k.size() + 1), q16(h.q.size()), v16(h.k.size()), o16(h.q.size());
+  h.tq = ringattn::tensor_bshd(q16.data(), RINGATTN_FLOAT16, h.b, h.s, h.hq, h.d);
+  h.tk = ringattn::tensor_bshd(reinterpret_cast<char*>(k16.data()) + 1, RINGATTN_FLOAT16, h.b, h.s,
+                               h.hkv, h.d);
+  h.tv = ringattn::tensor_bshd(v16.data(), RINGATTN_FLOAT16, h.b, h.s, h.hkv, h.d);
+  h.to = ringattn::tensor_bshd(o16.data(), RINGATTN_FLOAT16, h.b, h.s, h.hq, h.d);
+  EXPECT_ERROR(h.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "'k'.data");
+  // An empty tensor is never read: its pointer may be anything.
+  Problem e;
+  e.tq.shape[1] = e.tk.shape[1] = e.tv.shape[1] = e.to.shape[1] = e.tlse.shape[2] = 0;
+  e.tlse.data = reinterpret_cast<char*>(e.lse.data()) + 1;
+  EXPECT_EQ(e.forward(), RINGATTN_SUCCESS) << last();
+}
+
 // Outputs may overlap neither an input nor each other (in-place is not supported); interleaved
 // views of one buffer whose elements are disjoint are accepted.
 TEST(ApiValidation, OverlappingOutputsAreRejected) {

@@ -70,6 +70,18 @@ void write_i32(const fs::path& p, const std::vector<int64_t>& values) {
   }
 }
 
+// A float32 .npy whose header declares `shape` (any text) and whose data are `data_bytes` bytes.
+void write_header(const fs::path& p, const std::string& shape, size_t data_bytes) {
+  std::string h = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+  h.append((64 - (10 + h.size() + 1) % 64) % 64, ' ');
+  h += '\n';
+  std::ofstream o(p, std::ios::binary);
+  o.write("\x93NUMPY\x01\x00", 8);
+  o.put(static_cast<char>(h.size() & 0xff)).put(static_cast<char>(h.size() >> 8));
+  o.write(h.data(), static_cast<std::streamsize>(h.size()));
+  o << std::string(data_bytes, '\0');
+}
+
 std::vector<double> read(const fs::path& p, std::vector<int64_t>* shape) {
   npy::Array a;
   std::string err;
@@ -170,6 +182,11 @@ TEST_F(RingRun, BadInputsExitNonZeroWithAMessage) {
   write(dir_ / "k.npy", {1, 8, 1, 32}, std::vector<double>(8 * 32, 0.5));
   write(dir_ / "kbad.npy", {1, 9, 1, 32}, std::vector<double>(9 * 32, 0.5));
   std::ofstream(dir_ / "junk.npy") << "this is not numpy";
+  // Headers that lie: 2^46 elements in a 256-byte file; 2^69 elements, which wrap to 0 in 64
+  // bits; an entry beyond any integer type.
+  write_header(dir_ / "huge.npy", "(1, 1, 1, 70368744177664)", 256);
+  write_header(dir_ / "wrap.npy", "(4294967296, 4294967296, 1, 32)", 0);
+  write_header(dir_ / "range.npy", "(99999999999999999999999, 8, 1, 32)", 0);
   const std::string q = " --q " + (dir_ / "q.npy").string(),
                     k = " --k " + (dir_ / "k.npy").string(),
                     v = " --v " + (dir_ / "k.npy").string(),
@@ -180,6 +197,12 @@ TEST_F(RingRun, BadInputsExitNonZeroWithAMessage) {
       {q + " --k " + (dir_ / "missing.npy").string() + v + out, "cannot open"},
       {q + " --k " + (dir_ / "junk.npy").string() + v + out, "not a .npy file"},
       {q + " --k " + (dir_ / "kbad.npy").string() + v + out, "must both be"},
+      {q + " --k " + (dir_ / "huge.npy").string() + v + out,
+       (dir_ / "huge.npy").string() + ": file is shorter than its shape"},
+      {q + k + " --v " + (dir_ / "wrap.npy").string() + out,
+       (dir_ / "wrap.npy").string() + ": shape"},
+      {" --q " + (dir_ / "range.npy").string() + k + v + out,
+       (dir_ / "range.npy").string() + ": shape"},
       {q + k + v + out + " --scheme spiral", "--scheme"},
       {q + k + v + out + " --dtype f64", "--dtype"},
       {q + k + v + out + " --window 3", "--window"},
