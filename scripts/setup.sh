@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libhwy-dev libxsmm-dev
       libopenmpi-dev openmpi-bin libgtest-dev nlohmann-json3-dev libcli11-dev
       python3-numpy iproute2)
+# The fuzz build (-DRINGATTN_FUZZ=ON, tests/fuzz) needs clang with its libFuzzer and sanitizer
+# runtimes, and LLVM's OpenMP runtime for the kernels.
+for arg in "$@"; do
+  if [[ "$arg" == -DRINGATTN_FUZZ=ON ]]; then PKGS+=(clang libclang-rt-dev libomp-dev); fi
+done
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

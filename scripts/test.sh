@@ -2,7 +2,9 @@
 # Sets up (apt packages, build) and runs the whole test suite: CPU unit and kernel tests, the
 # install/find_package test, distributed tests under mpirun, emulated multi-host tests (as root,
 # skipped elsewhere), GPU tests (skipped without a GPU), then the CPU tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer targets of tests/fuzz (clang,
+# ASan + UBSan): each replays its committed corpus and fuzzes for RINGATTN_FUZZ_SECONDS (default
+# 60) seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +23,13 @@ if [[ "${RINGATTN_SKIP_SANITIZERS:-0}" != 1 ]]; then
   # The install test links a plain consumer against the instrumented library: not meaningful here.
   ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -L cpu -E install_consumer \
     --output-on-failure --timeout 900
+fi
+if [[ "${RINGATTN_SKIP_FUZZ:-0}" != 1 ]]; then
+  fuzz_start=$(date +%s)
+  CC=clang CXX=clang++ BUILD_DIR=build-fuzz bash scripts/setup.sh \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGATTN_FUZZ=ON -DRINGATTN_BUILD_TESTS=OFF \
+    -DRINGATTN_BUILD_EXAMPLES=OFF -DRINGATTN_FUZZ_SECONDS="${RINGATTN_FUZZ_SECONDS:-60}"
+  ctest --test-dir build-fuzz -L fuzz --output-on-failure -j "$(nproc)"
+  echo "test.sh: fuzzing passed in $(( $(date +%s) - fuzz_start )) s"
 fi
 echo "test.sh: all tests passed in $(( $(date +%s) - start )) s"
