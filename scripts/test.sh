@@ -21,7 +21,9 @@ if [[ "${RINGATTN_SKIP_SANITIZERS:-0}" != 1 ]]; then
     -DRINGATTN_SANITIZE=ON -DRINGATTN_ENABLE_CUDA=OFF -DRINGATTN_ENABLE_MPI=OFF \
     -DRINGATTN_BUILD_EXAMPLES=OFF
   # The install test links a plain consumer against the instrumented library: not meaningful here.
-  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan -L cpu -E install_consumer \
+  # Every UBSan report fails its test (GCC's UBSan otherwise prints and goes on).
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+    ctest --test-dir build-asan -L cpu -E install_consumer \
     --output-on-failure --timeout 900
 fi
 if [[ "${RINGATTN_SKIP_FUZZ:-0}" != 1 ]]; then
