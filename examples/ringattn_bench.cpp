@@ -395,10 +395,13 @@ int main(int argc, char** argv) {
     if (a.single) prm.scheme = RINGATTN_SCHEME_CONTIGUOUS;
     // --plan: the problem agreed once, runs without agreement in the plan's own workspace.
     ringattn_ring_plan_t plan = nullptr;
-    if (a.plan && ctx != nullptr &&
-        ringattn_ring_plan_create(ctx, pq.t(), pk.t(), pv.t(), &prm, 1, &plan) !=
-            RINGATTN_SUCCESS) {
-      ringattn::tool::report_ring_failure(RINGATTN_ERROR_COMM, ringattn_get_last_error());
+    if (a.plan && ctx != nullptr) {
+      const ringattn_status_t st = ringattn_ring_plan_create(ctx, pq.t(), pk.t(), pv.t(), &prm,
+                                                             1, &plan);
+      if (st != RINGATTN_SUCCESS) {
+        ringattn::tool::report_ring_failure(st, ringattn_get_last_error());
+        ringattn::tool::exit_now(1, "stopping after the failure above");
+      }
     }
     auto call_fwd = [&] {
       if (plan != nullptr) {

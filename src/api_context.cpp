@@ -31,12 +31,8 @@ struct ringattn_ring_plan {
 
   ~ringattn_ring_plan() {
     // As the context's workspace: leaked after a transport failure (a receive may still land).
-    if (own_ws == nullptr || ctx->ring->transport()->broken()) return;
-    if (fence) {
-      fence->release(own_ws, nullptr);
-    } else {
-      ctx->ring->backend()->free(own_ws, nullptr);
-    }
+    if (ctx->ring->transport()->broken()) return;
+    ringattn::release_after_use(ctx->ring->backend(), fence.get(), own_ws, nullptr);
   }
 };
 

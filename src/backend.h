@@ -84,6 +84,17 @@ class Backend {
   virtual bool stream_capturing(void* /*stream*/) const { return false; }
 };
 
+// Frees `ptr` (nullptr: nothing) after its last use recorded in `fence`, or at once where the
+// backend has no fences (`fence` null).
+inline void release_after_use(Backend* be, Backend::UseFence* fence, void* ptr, void* stream) {
+  if (ptr == nullptr) return;
+  if (fence != nullptr) {
+    fence->release(ptr, stream);
+  } else {
+    be->free(ptr, stream);
+  }
+}
+
 // The backend singletons. cuda_backend() returns nullptr when the library was built without
 // CUDA; it sets RINGATTN_ERROR_UNSUPPORTED in that case.
 Backend* cpu_backend();

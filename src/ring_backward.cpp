@@ -38,18 +38,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   // Gradient accumulators: one slot per chunk, [slot_rows, 2 (dK, dV), B, Hkv, D] float32, so
   // that a chunk is one contiguous message whatever the block.
   const int64_t grad_row = 2 * B * Hkv * D;
-  const BwdLayout at = backward_layout();
+  const BwdLayout at = backward_layout(*cur_);
   const size_t kv_bytes = at.kv_bytes, dq_bytes = at.dq_bytes, delta_bytes = at.delta_bytes;
   const size_t slot_bytes = at.slot_bytes, grad_bytes = at.grad_bytes;
   const size_t qpack_bytes = at.qpack_bytes;
   // Every backward call of this ring call shares its query rows: the fields they share are set
   // once here, and the backend may pack the query side once (0 bytes: it packs per call).
-  BwdParams qside{};
-  qside.batch = B;
-  qside.sq = S;
-  qside.hq = Hq;
-  qside.hkv = Hkv;
-  qside.d = D;
+  BwdParams qside = query_side_shape(shape);
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(kOpBackward, at.total, stream, &ws));
   char* kv[2] = {ws, ws + kv_bytes};

@@ -41,11 +41,7 @@ RingContext::~RingContext() {
 }
 
 void RingContext::release_workspace(void* stream) {
-  if (ws_fence_) {
-    ws_fence_->release(ws_, stream);
-  } else {
-    backend_->free(ws_, stream);
-  }
+  release_after_use(backend_, ws_fence_.get(), ws_, stream);
   ws_ = nullptr;
   ws_bytes_ = 0;
 }
@@ -204,34 +200,28 @@ Status RingContext::check_share(const AttnShape& shape, const AttnOptions& opts)
   return check_packed_share(shape, opts, transport_->size(), transport_->rank());
 }
 
-FwdLayout RingContext::forward_layout(bool has_lse) const {
-  const AttnShape& sh = cur_->shape;
+FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) const {
+  const AttnShape& sh = st.shape;
   const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   FwdLayout at;
-  at.kv_bytes = align64(static_cast<size_t>(cur_->plan.max_rows()) * kv_row);
+  at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
   at.o_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.lse_bytes = has_lse ? 0 : align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
   at.total = 2 * at.kv_bytes + at.o_bytes + at.lse_bytes + 64;
   return at;
 }
 
-BwdLayout RingContext::backward_layout() const {
-  const AttnShape& sh = cur_->shape;
+BwdLayout RingContext::backward_layout(const RingProblemState& st) const {
+  const AttnShape& sh = st.shape;
   const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   BwdLayout at;
-  at.kv_bytes = align64(static_cast<size_t>(cur_->plan.max_rows()) * kv_row);
+  at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
   at.dq_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.delta_bytes = align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
   const int64_t grad_row = 2 * sh.batch * sh.hkv * sh.d;
-  at.slot_bytes = sizeof(float) * static_cast<size_t>(cur_->plan.slot_rows() * grad_row);
-  at.grad_bytes = align64(at.slot_bytes * static_cast<size_t>(cur_->plan.chunks()));
-  BwdParams qside{};
-  qside.batch = sh.batch;
-  qside.sq = sh.seq;
-  qside.hq = sh.hq;
-  qside.hkv = sh.hkv;
-  qside.d = sh.d;
-  at.qpack_bytes = align64(backend_->backward_query_pack_bytes(qside));
+  at.slot_bytes = sizeof(float) * static_cast<size_t>(st.plan.slot_rows() * grad_row);
+  at.grad_bytes = align64(at.slot_bytes * static_cast<size_t>(st.plan.chunks()));
+  at.qpack_bytes = align64(backend_->backward_query_pack_bytes(query_side_shape(sh)));
   at.total = 2 * at.kv_bytes + at.dq_bytes + at.delta_bytes + 2 * at.grad_bytes +
              at.qpack_bytes + 64;
   return at;
@@ -287,10 +277,7 @@ Status RingContext::make_plan(const ringattn_tensor_t* q, const ringattn_tensor_
   int64_t global_seq = 0;
   RINGATTN_RETURN_IF_ERROR(agree(kOpPlan, st, msg, shape, opts, params, true, &global_seq));
   build_state(shape, opts, global_seq, state);
-  const RingProblemState* saved = cur_;
-  cur_ = state;
-  const size_t fwd = forward_layout(false).total, bwd = backward_layout().total;
-  cur_ = saved;
+  const size_t fwd = forward_layout(*state, false).total, bwd = backward_layout(*state).total;
   *ws_bytes = fwd > bwd ? fwd : bwd;
   return RINGATTN_SUCCESS;
 }

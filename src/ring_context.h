@@ -47,6 +47,18 @@ struct BwdLayout {
          qpack_bytes = 0, total = 0;
 };
 
+// Backward parameters with only the shape of the query side set (the fields a backward call over
+// the same query rows shares, and that Backend::backward_query_pack_bytes reads).
+inline BwdParams query_side_shape(const AttnShape& sh) {
+  BwdParams p{};
+  p.batch = sh.batch;
+  p.sq = sh.seq;
+  p.hq = sh.hq;
+  p.hkv = sh.hkv;
+  p.d = sh.d;
+  return p;
+}
+
 struct RingStats {
   double total_seconds = 0, compute_seconds = 0, comm_wait_seconds = 0;
   int64_t bytes_sent = 0;
@@ -106,9 +118,9 @@ class RingContext {
   // The plan of an agreed problem.
   void build_state(const AttnShape& shape, const AttnOptions& opts, int64_t global_seq,
                    RingProblemState* state) const;
-  // The layouts of the current problem (cur_).
-  FwdLayout forward_layout(bool has_lse) const;
-  BwdLayout backward_layout() const;
+  // The workspace layouts of a problem.
+  FwdLayout forward_layout(const RingProblemState& st, bool has_lse) const;
+  BwdLayout backward_layout(const RingProblemState& st) const;
   // A plan run: the tensors' shape checked against the plan, then `run` with the plan's
   // problem and workspace current.
   template <typename Run>

@@ -17,7 +17,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
   const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
-  const FwdLayout at = forward_layout(lse != nullptr);
+  const FwdLayout at = forward_layout(*cur_, lse != nullptr);
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(kOpForward, at.total, stream, &ws));
   char* kv[2] = {ws, ws + at.kv_bytes};
