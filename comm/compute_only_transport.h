@@ -20,7 +20,6 @@ class ComputeOnlyTransport final : public Transport {
  public:
   ComputeOnlyTransport(int rank, int world) : rank_(rank), size_(world) {}
 
-  const char* name() const override { return "compute-only"; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   bool moves_data() const override { return false; }

@@ -35,16 +35,6 @@ void store(Exchange* ex, int i, MPI_Request r) {
 
 }  // namespace
 
-int64_t default_timeout_ms() {
-  const char* env = std::getenv("RINGATTN_TIMEOUT_MS");
-  if (env != nullptr && *env != '\0') {
-    char* end = nullptr;
-    const long long v = std::strtoll(env, &end, 10);
-    if (end != nullptr && *end == '\0' && v > 0) return static_cast<int64_t>(v);
-  }
-  return 300000;
-}
-
 std::unique_ptr<MpiTransport> MpiTransport::create(MPI_Comm user_comm, int64_t timeout_ms,
                                                    ringattn_status_t* status, std::string* err) {
   int flag = 0;

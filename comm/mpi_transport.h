@@ -20,7 +20,6 @@ class MpiTransport final : public Transport {
                                               ringattn_status_t* status, std::string* err);
   ~MpiTransport() override;
 
-  const char* name() const override { return "mpi"; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 

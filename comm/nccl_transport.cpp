@@ -4,6 +4,7 @@
 #include <string>
 
 #include "poll.h"
+#include "return_if_error.h"
 
 namespace ringattn {
 namespace comm {
@@ -101,19 +102,23 @@ std::unique_ptr<NcclTransport> NcclTransport::wrap(ncclComm_t comm, int rank, in
   return t;
 }
 
-std::unique_ptr<NcclTransport> NcclTransport::bootstrap(MPI_Comm mpi_comm, int64_t timeout_ms,
+std::unique_ptr<NcclTransport> NcclTransport::bootstrap(std::unique_ptr<Transport> side,
+                                                        int64_t timeout_ms,
                                                         ringattn_status_t* status,
                                                         std::string* err) {
-  std::unique_ptr<MpiTransport> side = MpiTransport::create(mpi_comm, timeout_ms, status, err);
-  if (!side) return nullptr;
+  if (!side) {
+    *status = RINGATTN_ERROR_NULL_POINTER;
+    *err = "nccl transport: no transport to bootstrap over";
+    return nullptr;
+  }
   std::unique_ptr<NcclTransport> t(new NcclTransport());
   t->rank_ = side->rank();
   t->size_ = side->size();
   t->timeout_ms_ = timeout_ms;
   t->owned_ = true;
-  // Rank 0's unique id reaches every rank through the bounded MPI agreement, followed by rank
-  // 0's status: if ncclGetUniqueId failed there, every rank fails now with its message, rather
-  // than the others initializing with a zero id and waiting out the timeout.
+  // Rank 0's unique id reaches every rank through the side channel's bounded agreement,
+  // followed by rank 0's status: if ncclGetUniqueId failed there, every rank fails now with its
+  // message, rather than the others initializing with a zero id and waiting out the timeout.
   constexpr int kValues = kIdValues + 1;
   int64_t mine[kValues] = {};
   if (t->rank_ == 0) {
@@ -246,7 +251,7 @@ ringattn_status_t NcclTransport::start_exchange(const void* send, size_t send_by
     return fail(RINGATTN_ERROR_INTERNAL, "exchange peer out of range");
   }
   size_t e = 0;
-  RINGATTN_COMM_RETURN_IF_ERROR(event_for(tag, &e));
+  RINGATTN_RETURN_IF_ERROR(event_for(tag, &e));
   // Everything enqueued so far on the caller's stream (the producer of `send`, the last reader
   // of `recv`) precedes the transfer.
   cudaError_t err = cudaEventRecord(ready_, stream_);
@@ -360,7 +365,7 @@ ringattn_status_t NcclTransport::allgather_i64(const int64_t* mine, int n, int64
   if (st == RINGATTN_SUCCESS) {
     st = wait_event(agreed_, [] { return std::string("agreement (allgather)"); });
   }
-  RINGATTN_COMM_RETURN_IF_ERROR(st);
+  RINGATTN_RETURN_IF_ERROR(st);
   std::memcpy(all, host_scratch_, sizeof(int64_t) * static_cast<size_t>(n) * size_);
   return RINGATTN_SUCCESS;
 }

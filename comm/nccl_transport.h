@@ -12,19 +12,18 @@
 //
 // On a timeout or asynchronous error a communicator the transport created is aborted
 // (ncclCommAbort); a caller's communicator is never destroyed, and the error tells the caller to
-// abort it. Agreement (allgather_i64) goes over the MPI side channel when the communicator was
-// bootstrapped over MPI, else over NCCL through a small device buffer on a stream of its own
-// (host-synchronous, bounded, and safe while the caller's stream is being captured).
+// abort it. Agreement (allgather_i64) goes over the side channel when the communicator was
+// bootstrapped over another transport (MPI), else over NCCL itself through a small device
+// buffer on a stream of its own (host-synchronous, bounded, and safe while the caller's stream
+// is being captured). No MPI here: the transport builds without it.
 #pragma once
 
 #include <cuda_runtime_api.h>
-#include <mpi.h>
 #include <nccl.h>
 
 #include <memory>
 #include <vector>
 
-#include "mpi_transport.h"
 #include "transport.h"
 
 namespace ringattn {
@@ -37,15 +36,16 @@ class NcclTransport final : public Transport {
   static std::unique_ptr<NcclTransport> wrap(ncclComm_t comm, int rank, int world,
                                              int64_t timeout_ms, ringattn_status_t* status,
                                              std::string* err);
-  // A communicator of its own over the ranks of `mpi_comm` (unique id shared over MPI, init
-  // bounded by the timeout), destroyed with the transport.
-  static std::unique_ptr<NcclTransport> bootstrap(MPI_Comm mpi_comm, int64_t timeout_ms,
-                                                  ringattn_status_t* status, std::string* err);
+  // A communicator of its own over the ranks of `side` (another transport, e.g. MPI: rank 0's
+  // unique id travels over its agreement, and so does every later agreement of this transport),
+  // initialized nonblocking and bounded by the timeout, destroyed with the transport.
+  static std::unique_ptr<NcclTransport> bootstrap(std::unique_ptr<Transport> side,
+                                                  int64_t timeout_ms, ringattn_status_t* status,
+                                                  std::string* err);
   ~NcclTransport() override;
   NcclTransport(const NcclTransport&) = delete;
   NcclTransport& operator=(const NcclTransport&) = delete;
 
-  const char* name() const override { return "nccl"; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
@@ -85,7 +85,7 @@ class NcclTransport final : public Transport {
   ncclComm_t comm_ = nullptr;
   bool owned_ = false;
   int rank_ = 0, size_ = 1;
-  std::unique_ptr<MpiTransport> side_;  // agreement channel of a bootstrapped communicator
+  std::unique_ptr<Transport> side_;  // agreement channel of a bootstrapped communicator
   cudaStream_t stream_ = nullptr;       // the caller's
   cudaStream_t comm_stream_ = nullptr;  // ours, for the transfers
   cudaEvent_t ready_ = nullptr;

@@ -11,13 +11,6 @@
 
 #include "ringattn/ringattn.h"
 
-// Return from the calling function when `expr` is not RINGATTN_SUCCESS.
-#define RINGATTN_COMM_RETURN_IF_ERROR(expr)                    \
-  do {                                                         \
-    const ringattn_status_t ringattn_st_ = (expr);             \
-    if (ringattn_st_ != RINGATTN_SUCCESS) return ringattn_st_; \
-  } while (0)
-
 namespace ringattn {
 namespace comm {
 

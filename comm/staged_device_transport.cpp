@@ -4,6 +4,7 @@
 #include <string>
 
 #include "poll.h"
+#include "return_if_error.h"
 
 namespace ringattn {
 namespace comm {
@@ -92,7 +93,7 @@ ringattn_status_t StagedDeviceTransport::slot_for(int tag, size_t* index) {
 
 ringattn_status_t StagedDeviceTransport::prepare_write(Staging* b, size_t bytes, const char* what) {
   if (b->h2d_pending) {
-    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(b->h2d, "a staging buffer's host-to-device copy"));
+    RINGATTN_RETURN_IF_ERROR(wait_event(b->h2d, "a staging buffer's host-to-device copy"));
     b->h2d_pending = false;
   }
   // Growth only: a problem sizes its staging on its first call.
@@ -127,7 +128,7 @@ ringattn_status_t StagedDeviceTransport::start(const void* send, size_t send_byt
                 "the transport failed earlier (timeout, CUDA or MPI error); destroy the context");
   }
   size_t i = 0;
-  RINGATTN_COMM_RETURN_IF_ERROR(slot_for(tag, &i));
+  RINGATTN_RETURN_IF_ERROR(slot_for(tag, &i));
   Slot& s = slots_[i];
   // A relay sends the staging buffer that received the block: it already holds these bytes
   // (an H2D copy may still read it; MPI only reads it too). Anything else is copied out.
@@ -136,9 +137,9 @@ ringattn_status_t StagedDeviceTransport::start(const void* send, size_t send_byt
   Staging& out = s.buf[roles.send];
   Staging& in = s.buf[roles.recv];
   if (!staged) {
-    RINGATTN_COMM_RETURN_IF_ERROR(prepare_write(&out, send_bytes, "cudaHostAlloc (send staging)"));
+    RINGATTN_RETURN_IF_ERROR(prepare_write(&out, send_bytes, "cudaHostAlloc (send staging)"));
   }
-  RINGATTN_COMM_RETURN_IF_ERROR(prepare_write(&in, recv_bytes, "cudaHostAlloc (receive staging)"));
+  RINGATTN_RETURN_IF_ERROR(prepare_write(&in, recv_bytes, "cudaHostAlloc (receive staging)"));
   // Everything enqueued so far on the caller's stream, the last readers of the receive buffer
   // included, precedes the copy into it (made on the copy stream by wait()).
   const cudaError_t rec = cudaEventRecord(s.ready, stream_);
@@ -153,7 +154,7 @@ ringattn_status_t StagedDeviceTransport::start(const void* send, size_t send_byt
     if (err != cudaSuccess) return cuda_fail(err, "device-to-host copy of the send buffer");
     err = cudaEventRecord(s.d2h, stream_);
     if (err != cudaSuccess) return cuda_fail(err, "cudaEventRecord");
-    RINGATTN_COMM_RETURN_IF_ERROR(wait_event(s.d2h, "the send buffer's device-to-host copy"));
+    RINGATTN_RETURN_IF_ERROR(wait_event(s.d2h, "the send buffer's device-to-host copy"));
   }
   const ringattn_status_t st =
       inner_->start_exchange(out.host, send_bytes, dst, in.host, recv_bytes, src, tag, ex);

@@ -40,7 +40,6 @@ class StagedDeviceTransport final : public Transport {
   StagedDeviceTransport(const StagedDeviceTransport&) = delete;
   StagedDeviceTransport& operator=(const StagedDeviceTransport&) = delete;
 
-  const char* name() const override { return "mpi-device-staged"; }
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
 

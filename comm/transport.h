@@ -30,7 +30,6 @@ struct Exchange {
 class Transport {
  public:
   virtual ~Transport() = default;
-  virtual const char* name() const = 0;
   virtual int rank() const = 0;
   virtual int size() const = 0;
 
@@ -73,7 +72,6 @@ class Transport {
   // it. Set by the executor at the start of every call, before the first exchange.
   virtual void set_stream(void* stream) { (void)stream; }
 
-  void set_timeout_ms(int64_t ms) { timeout_ms_ = ms; }
   int64_t timeout_ms() const { return timeout_ms_; }
   // Message of the last failure of this transport.
   const std::string& error() const { return error_; }

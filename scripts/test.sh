@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up (apt packages, build) and runs the whole test suite: CPU unit and kernel tests, the
 # install/find_package test, distributed tests under mpirun, emulated multi-host tests (as root,
-# skipped elsewhere), GPU tests (skipped without a GPU), then the CPU tests again under
+# skipped elsewhere), GPU tests (skipped without a GPU), then the build without MPI and its
+# tests, then the CPU tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer, then the libFuzzer targets of tests/fuzz (clang,
 # ASan + UBSan): each replays its committed corpus and fuzzes for RINGATTN_FUZZ_SECONDS (default
 # 60) seconds.
@@ -15,6 +16,13 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 start=$(date +%s)
 BUILD_DIR=build bash scripts/setup.sh
 ctest --test-dir build --output-on-failure --timeout 900
+
+# The MPI-free configuration: the ring executor, the NCCL transport and the CUDA path build
+# without MPI (one head dim and one architecture keep the CUDA compile short); its tests (CPU,
+# the install consumers, GPU tests as skips) run.
+BUILD_DIR=build-nompi bash scripts/setup.sh -DRINGATTN_ENABLE_MPI=OFF -DRINGATTN_HEADDIMS=128 \
+  -DRINGATTN_CUDA_ARCHS=90
+ctest --test-dir build-nompi --output-on-failure --timeout 900
 
 if [[ "${RINGATTN_SKIP_SANITIZERS:-0}" != 1 ]]; then
   BUILD_DIR=build-asan bash scripts/setup.sh -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -1,4 +1,5 @@
-// C API: ring attention over a caller's MPI communicator (include/ringattn/ringattn_mpi.h).
+// C API: ring contexts and plans whatever their transport (include/ringattn/ringattn_ring.h):
+// the compute-only constructor, plans, runs, queries and destroy.
 #include <stddef.h>
 
 #include <algorithm>
@@ -6,20 +7,9 @@
 #include <new>
 
 #include "compute_only_transport.h"
-#include "mpi_transport.h"
+#include "context_create.h"
 #include "ring_context.h"
-#include "ringattn/ringattn_mpi.h"
-#if defined(RINGATTN_HAVE_CUDA)
-#include "staged_device_transport.h"
-#endif
-#if defined(RINGATTN_HAVE_NCCL)
-#include "nccl_transport.h"
-#include "ringattn/ringattn_nccl.h"
-#endif
-
-struct ringattn_context {
-  std::unique_ptr<ringattn::RingContext> ring;
-};
+#include "ringattn/ringattn_ring.h"
 
 // A plan: an agreed problem of its context, and its own workspace when it was asked for one.
 struct ringattn_ring_plan {
@@ -46,76 +36,6 @@ Status check_ctx(ringattn_context_t ctx) {
   return RINGATTN_SUCCESS;
 }
 
-// What every constructor shares (options, backend, the context); `make` builds the transport:
-// std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, bool capturable, Status*,
-// std::string*); null on failure with *Status and the message set. Make::kCapturable says
-// whether the transport can run without host waits (options.capturable).
-template <typename Make>
-Status create_with(const ringattn_backend_t& backend, const ringattn_context_options_t* options,
-                   ringattn_context_t* out, const Make& make) {
-  if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
-  *out = nullptr;
-  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  if (options != nullptr) {
-    // Versioned: a caller built against an older header passes a shorter struct, whose
-    // missing fields keep their defaults.
-    constexpr size_t kFirstVersion = offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
-    if (options->struct_size < kFirstVersion) {
-      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                        "'options'.struct_size is %zu, expected %zu: initialize with "
-                        "RINGATTN_CONTEXT_OPTIONS_INIT",
-                        options->struct_size, sizeof(ringattn_context_options_t));
-    }
-    std::memcpy(&opts, options, std::min(options->struct_size, sizeof(opts)));
-    opts.struct_size = sizeof(opts);
-  }
-  if (opts.chunks > 1024) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
-                      static_cast<int>(opts.chunks));
-  }
-  const bool capturable = opts.capturable != 0;
-  if (capturable && !Make::kCapturable) {
-    return set_error(RINGATTN_ERROR_UNSUPPORTED,
-                     "'options'.capturable: this transport waits on the host for device data; "
-                     "graph capture needs the NCCL transport (ringattn_context_create_nccl or "
-                     "ringattn_context_create_nccl_mpi)");
-  }
-  Backend* be = nullptr;
-  RINGATTN_RETURN_IF_ERROR(get_backend(backend, &be));
-  if (capturable && be->kind() != RINGATTN_BACKEND_CUDA) {
-    return set_error(RINGATTN_ERROR_UNSUPPORTED,
-                     "'options'.capturable needs backend RINGATTN_BACKEND_CUDA");
-  }
-  const int64_t timeout = opts.timeout_ms > 0 ? opts.timeout_ms : comm::default_timeout_ms();
-  Status st = RINGATTN_SUCCESS;
-  std::string err;
-  std::unique_ptr<comm::Transport> transport = make(timeout, be, capturable, &st, &err);
-  if (!transport) return set_error(st, err);
-  const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
-  std::unique_ptr<ringattn_context> ctx(new ringattn_context);
-  ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable));
-  *out = ctx.release();
-  return RINGATTN_SUCCESS;
-}
-
-// The MPI transport; device buffers (backend CUDA) are staged through pinned host memory.
-struct MpiTransportMaker {
-  static constexpr bool kCapturable = false;
-  MPI_Comm comm;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool /*capturable*/,
-                                              Status* st, std::string* err) const {
-    std::unique_ptr<comm::Transport> t = comm::MpiTransport::create(comm, timeout, st, err);
-#if defined(RINGATTN_HAVE_CUDA)
-    if (t && be->kind() == RINGATTN_BACKEND_CUDA) {
-      t.reset(new comm::StagedDeviceTransport(std::move(t)));
-    }
-#else
-    (void)be;
-#endif
-    return t;
-  }
-};
-
 // Rank `rank` of a `world`-rank ring alone, moving nothing (ringattn_context_create_compute_only).
 struct ComputeOnlyTransportMaker {
   static constexpr bool kCapturable = true;  // never waits on the host
@@ -132,47 +52,6 @@ struct ComputeOnlyTransportMaker {
     return std::unique_ptr<comm::Transport>(new comm::ComputeOnlyTransport(rank, world));
   }
 };
-
-#if defined(RINGATTN_HAVE_NCCL)
-// NCCL moves device memory only.
-bool nccl_backend_ok(Backend* be, Status* st, std::string* err) {
-  if (be->kind() == RINGATTN_BACKEND_CUDA) return true;
-  *st = RINGATTN_ERROR_UNSUPPORTED;
-  *err = "argument 'backend': the NCCL transport moves device buffers, use RINGATTN_BACKEND_CUDA";
-  return false;
-}
-
-// A capturable context's transport never waits on the host: no watchdog.
-std::unique_ptr<comm::Transport> with_watchdog(std::unique_ptr<comm::NcclTransport> t,
-                                               bool capturable) {
-  if (t) t->set_watchdog(!capturable);
-  return t;
-}
-
-// NCCL over the caller's communicator (never destroyed by the library).
-struct NcclTransportMaker {
-  static constexpr bool kCapturable = true;
-  ncclComm_t comm;
-  int32_t rank, world;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
-                                              Status* st, std::string* err) const {
-    if (!nccl_backend_ok(be, st, err)) return nullptr;
-    return with_watchdog(comm::NcclTransport::wrap(comm, rank, world, timeout, st, err),
-                         capturable);
-  }
-};
-
-// NCCL with a communicator of its own, bootstrapped over MPI.
-struct NcclMpiTransportMaker {
-  static constexpr bool kCapturable = true;
-  MPI_Comm comm;
-  std::unique_ptr<comm::Transport> operator()(int64_t timeout, Backend* be, bool capturable,
-                                              Status* st, std::string* err) const {
-    if (!nccl_backend_ok(be, st, err)) return nullptr;
-    return with_watchdog(comm::NcclTransport::bootstrap(comm, timeout, st, err), capturable);
-  }
-};
-#endif
 
 // A run of a plan: its workspace (the caller's, large and aligned enough, or the plan's own),
 // the run itself (`run(ws, bytes)`), and the own workspace's last use, for its free.
@@ -216,15 +95,6 @@ ringattn_status_t plan_run(ringattn_ring_plan_t plan, void* workspace, size_t wo
 
 extern "C" {
 
-ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
-                                          const ringattn_context_options_t* options,
-                                          ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
-  return ringattn::create_with(backend, options, ctx, ringattn::MpiTransportMaker{comm});
-  RINGATTN_API_GUARD_END
-}
-
 ringattn_status_t ringattn_context_create_compute_only(int32_t rank, int32_t world,
                                                        ringattn_backend_t backend,
                                                        const ringattn_context_options_t* options,
@@ -235,28 +105,6 @@ ringattn_status_t ringattn_context_create_compute_only(int32_t rank, int32_t wor
                                ringattn::ComputeOnlyTransportMaker{rank, world});
   RINGATTN_API_GUARD_END
 }
-
-#if defined(RINGATTN_HAVE_NCCL)
-ringattn_status_t ringattn_context_create_nccl(ncclComm_t comm, int32_t rank, int32_t world,
-                                               ringattn_backend_t backend,
-                                               const ringattn_context_options_t* options,
-                                               ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
-  return ringattn::create_with(backend, options, ctx,
-                               ringattn::NcclTransportMaker{comm, rank, world});
-  RINGATTN_API_GUARD_END
-}
-
-ringattn_status_t ringattn_context_create_nccl_mpi(MPI_Comm comm, ringattn_backend_t backend,
-                                                   const ringattn_context_options_t* options,
-                                                   ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
-  return ringattn::create_with(backend, options, ctx, ringattn::NcclMpiTransportMaker{comm});
-  RINGATTN_API_GUARD_END
-}
-#endif  // RINGATTN_HAVE_NCCL
 
 ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx, const ringattn_tensor_t* q,
                                            const ringattn_tensor_t* k,

@@ -24,7 +24,6 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual ringattn_backend_t kind() const = 0;
-  virtual const char* name() const = 0;
 
   // Can this backend run this head dim / dtype? Returns RINGATTN_ERROR_UNSUPPORTED with a message
   // otherwise (the "can implement" check, made before anything runs).
@@ -45,9 +44,6 @@ class Backend {
   virtual Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d,
                                const TensorRef& dout, const TensorRef& o,
                                const RowStatRef& delta, void* stream) = 0;
-  virtual Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d,
-                               const TensorRef& o1, const RowStatRef& lse1,
-                               const TensorRef& o2, const RowStatRef& lse2, void* stream) = 0;
   // Cast/copy [B, S, H, D]; src.data == nullptr zero-fills dst.
   virtual Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                          const TensorRef& dst, void* stream) = 0;

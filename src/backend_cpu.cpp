@@ -25,7 +25,6 @@ Status run_kernel(const char* what, F&& f) {
 class CpuBackend final : public Backend {
  public:
   ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CPU; }
-  const char* name() const override { return "cpu"; }
 
   Status supports(int64_t head_dim, DType dtype) const override {
     if (head_dim < 32 || head_dim > 256 || head_dim % 8 != 0) {
@@ -55,12 +54,6 @@ class CpuBackend final : public Backend {
   Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                        const TensorRef& o, const RowStatRef& delta, void*) override {
     return run_kernel("compute_delta", [&] { cpu::compute_delta(batch, s, h, d, dout, o, delta); });
-  }
-  Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
-                       const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
-                       void*) override {
-    cpu::merge_partial(batch, s, h, d, o1, lse1, o2, lse2);
-    return RINGATTN_SUCCESS;
   }
   Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                  const TensorRef& dst, void*) override {

@@ -78,7 +78,6 @@ class CudaUseFence final : public Backend::UseFence {
 class CudaBackend final : public Backend {
  public:
   ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CUDA; }
-  const char* name() const override { return "cuda"; }
 
   Status supports(int64_t head_dim, DType dtype) const override {
     if (head_dim < 8 || head_dim > cuda::kMaxHeadDim || head_dim % 8 != 0) {
@@ -115,12 +114,6 @@ class CudaBackend final : public Backend {
                        const TensorRef& o, const RowStatRef& delta, void* stream) override {
     return cuda_status(cuda::compute_delta(batch, s, h, d, dout, o, delta, as_stream(stream)),
                        "compute_delta");
-  }
-  Status merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
-                       const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
-                       void* stream) override {
-    return cuda_status(cuda::merge_partial(batch, s, h, d, o1, lse1, o2, lse2, as_stream(stream)),
-                       "merge_partial");
   }
   Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                  const TensorRef& dst, void* stream) override {

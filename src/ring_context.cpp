@@ -264,8 +264,11 @@ Status check_plan_shape(const AttnShape& got, const AttnShape& plan) {
 }  // namespace
 
 Status RingContext::make_plan(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
-                              const ringattn_tensor_t* v, const ringattn_attn_params_t* params,
+                              const ringattn_tensor_t* v,
+                              const ringattn_attn_params_t* caller_params,
                               RingProblemState* state, size_t* ws_bytes) {
+  ringattn_attn_params_t params_copy;
+  const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   stats_ = RingStats{};
   AttnShape shape;
   AttnOptions opts;
@@ -408,8 +411,10 @@ void RingContext::begin_call(void* stream) {
 
 Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                             const ringattn_tensor_t* v, ringattn_tensor_t* o,
-                            ringattn_tensor_t* lse, const ringattn_attn_params_t* params,
+                            ringattn_tensor_t* lse, const ringattn_attn_params_t* caller_params,
                             void* stream) {
+  ringattn_attn_params_t params_copy;
+  const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   const double t0 = ring_now();
   begin_call(stream);
   AttnShape shape;
@@ -430,7 +435,9 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
                              const ringattn_tensor_t* v, const ringattn_tensor_t* o,
                              const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
                              ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
-                             const ringattn_attn_params_t* params, void* stream) {
+                             const ringattn_attn_params_t* caller_params, void* stream) {
+  ringattn_attn_params_t params_copy;
+  const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   const double t0 = ring_now();
   begin_call(stream);
   AttnShape shape;

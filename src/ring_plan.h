@@ -37,7 +37,6 @@ class RingPlan {
  public:
   void build(const RingProblem& prob);
 
-  const RingProblem& problem() const { return prob_; }
   int32_t world() const { return prob_.world; }
   int32_t chunks() const { return prob_.chunks; }
   // Rows rank s holds (its local S or T).

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "return_if_error.h"  // RINGATTN_RETURN_IF_ERROR, shared with the transports
 #include "ringattn/ringattn.h"
 
 namespace ringattn {
@@ -20,12 +21,6 @@ const char* last_error();
 
 }  // namespace ringattn
 
-// Propagate a non-success Status.
-#define RINGATTN_RETURN_IF_ERROR(expr)                   \
-  do {                                                   \
-    const ::ringattn::Status _ra_st = (expr);            \
-    if (_ra_st != RINGATTN_SUCCESS) return _ra_st;       \
-  } while (0)
 
 // Convert C++ exceptions at the C boundary into status codes (the C API never throws).
 #define RINGATTN_API_GUARD_BEGIN try {

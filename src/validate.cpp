@@ -1,8 +1,11 @@
 #include "validate.h"
 
+#include <stddef.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace ringattn {
@@ -356,14 +359,30 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
   return check_outputs_apart(outs, 3, ins, 6);
 }
 
+namespace {
+// The first published ringattn_attn_params_t ended with window_right.
+constexpr size_t kParamsFirstVersion =
+    offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
+}  // namespace
+
+const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
+                                               ringattn_attn_params_t* copy) {
+  if (in == nullptr || in->struct_size < kParamsFirstVersion) return in;
+  if (in->struct_size == sizeof(ringattn_attn_params_t)) return in;
+  *copy = RINGATTN_ATTN_PARAMS_INIT;
+  std::memcpy(copy, in, std::min(in->struct_size, sizeof(ringattn_attn_params_t)));
+  copy->struct_size = sizeof(ringattn_attn_params_t);
+  return copy;
+}
+
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
                        AttnOptions* opts) {
   if (params == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'params' is NULL");
-  if (params->struct_size < sizeof(ringattn_attn_params_t)) {
+  if (params->struct_size < kParamsFirstVersion) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                      "'params'.struct_size is %zu, expected %zu: initialize with "
-                      "RINGATTN_ATTN_PARAMS_INIT",
-                      params->struct_size, sizeof(ringattn_attn_params_t));
+                      "'params'.struct_size is %zu, expected %zu (at least %zu): initialize "
+                      "with RINGATTN_ATTN_PARAMS_INIT",
+                      params->struct_size, sizeof(ringattn_attn_params_t), kParamsFirstVersion);
   }
   if (!std::isfinite(params->softmax_scale)) {
     return set_error(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.softmax_scale is not finite");

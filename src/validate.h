@@ -67,6 +67,14 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
                                  const ringattn_tensor_t* dq, const ringattn_tensor_t* dk,
                                  const ringattn_tensor_t* dv, AttnShape* shape);
 
+// The caller's params read through its struct_size: a struct from an older header (shorter, at
+// least the first version: struct_size through window_right) gets the defaults of the fields it
+// lacks, in *copy, which is returned; a newer, longer struct is read up to the fields this
+// library knows. NULL, or a struct_size below the first version, is returned unchanged for
+// validate_params to report.
+const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
+                                               ringattn_attn_params_t* copy);
+
 // Checks the options struct against the shape (head dim for the default scale, packed vs
 // cu_seqlens) and resolves the scale and mask.
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,

@@ -165,6 +165,22 @@ RINGATTN_API ringattn_status_t ringattn_attention_backward(
     ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
     const ringattn_attn_params_t* params, ringattn_backend_t backend, void* stream);
 
+/* Backward with a caller's workspace (for Delta), so that the call allocates nothing: CUDA graph
+ * capture, framework allocators. workspace: at least
+ * ringattn_attention_backward_workspace_size(q) bytes of the backend's memory (host for CPU,
+ * device for CUDA), 64-byte aligned, not used by anything else until the call's work on `stream`
+ * is done; NULL: the call allocates it itself (ringattn_attention_backward). */
+RINGATTN_API ringattn_status_t ringattn_attention_backward_with_workspace(
+    const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+    const ringattn_tensor_t* o, const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
+    ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
+    const ringattn_attn_params_t* params, void* workspace, size_t workspace_bytes,
+    ringattn_backend_t backend, void* stream);
+/* Bytes of workspace the backward of queries `q` ([B, S, Hq, D] or packed [T, Hq, D]) needs:
+ * float32 Delta [B, Hq, S], rounded up to 64 bytes. Reads only q's ndim and shape. */
+RINGATTN_API ringattn_status_t ringattn_attention_backward_workspace_size(
+    const ringattn_tensor_t* q, size_t* bytes);
+
 /* ---- sharding helpers ---------------------------------------------------------------------- */
 
 /* Number of tokens rank `rank` of `world` holds of a sequence of `seq_len` tokens. */

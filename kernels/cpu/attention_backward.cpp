@@ -126,7 +126,9 @@ void attention_backward(const BwdParams& p) {
   const int64_t lanes = simd_lanes();
   const float scale = p.scale;
   const int nthreads = omp_get_max_threads();
-  std::vector<float*> dq_bufs(static_cast<size_t>(nthreads), nullptr);
+  float** const dq_bufs =
+      thread_scratch(kSlotThreadPtrs).get<float*>(static_cast<size_t>(nthreads));
+  for (int t = 0; t < nthreads; ++t) dq_bufs[t] = nullptr;
   reserve_thread_scratch({{kSlotTileE, sizeof(float) * group * sq * d},
                           {kSlotTileA, sizeof(float) * 2 * kBlockK * kBlockQ},
                           {kSlotTileB, sizeof(float) * kBlockQ * kBlockK},

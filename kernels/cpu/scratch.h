@@ -54,8 +54,7 @@ enum ScratchSlot : int {
   kSlotKPos,
   kSlotPackA,
   kSlotPackB,
-  kSlotPackC,
-  kSlotPackD,
+  kSlotThreadPtrs,  // a pointer per OpenMP thread (the backward's dQ buffers)
   kSlotTileA,
   kSlotTileB,
   kSlotTileC,

@@ -42,7 +42,6 @@ class FaultyBackend final : public Backend {
   int failures = 0;
 
   ringattn_backend_t kind() const override { return cpu_->kind(); }
-  const char* name() const override { return "faulty-cpu"; }
   Status supports(int64_t head_dim, DType dtype) const override {
     return cpu_->supports(head_dim, dtype);
   }
@@ -57,11 +56,6 @@ class FaultyBackend final : public Backend {
   Status compute_delta(int64_t b, int64_t n, int64_t h, int64_t d, const TensorRef& dout,
                        const TensorRef& o, const RowStatRef& delta, void* s) override {
     return cpu_->compute_delta(b, n, h, d, dout, o, delta, s);
-  }
-  Status merge_partial(int64_t b, int64_t n, int64_t h, int64_t d, const TensorRef& o1,
-                       const RowStatRef& l1, const TensorRef& o2, const RowStatRef& l2,
-                       void* s) override {
-    return cpu_->merge_partial(b, n, h, d, o1, l1, o2, l2, s);
   }
   Status convert(int64_t b, int64_t n, int64_t h, int64_t d, const TensorRef& src,
                  const TensorRef& dst, void* s) override {

@@ -32,7 +32,6 @@ class ReplayTransport final : public comm::Transport {
  public:
   ReplayTransport(int rank, int world) : rank_(rank), size_(world) {}
 
-  const char* name() const override { return "replay"; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 

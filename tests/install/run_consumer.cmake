@@ -1,14 +1,20 @@
-# Script mode: install, build the consumer against the installed tree, run it.
+# Script mode: install into PREFIX, then build and run each consumer project of CONSUMERS (comma
+# separated source folders under CONSUMER_ROOT) against the installed tree.
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "command failed (${rc}): ${ARGN}\n${out}\n${err}")
   endif()
+  message(STATUS "${out}")
 endfunction()
 file(REMOVE_RECURSE ${PREFIX} ${CONSUMER_BUILD})
 run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${PREFIX})
-run(${CMAKE_COMMAND} -S ${CONSUMER_SRC} -B ${CONSUMER_BUILD} -G ${GENERATOR}
-    -DCMAKE_PREFIX_PATH=${PREFIX})
-run(${CMAKE_COMMAND} --build ${CONSUMER_BUILD})
-run(${CONSUMER_BUILD}/consumer)
-message(STATUS "consumer built against the installed ringattn and ran")
+string(REPLACE "," ";" CONSUMERS "${CONSUMERS}")
+foreach(c IN LISTS CONSUMERS)
+  set(build ${CONSUMER_BUILD}/${c})
+  run(${CMAKE_COMMAND} -S ${CONSUMER_ROOT}/${c} -B ${build} -G ${GENERATOR}
+      -DCMAKE_PREFIX_PATH=${PREFIX})
+  run(${CMAKE_COMMAND} --build ${build})
+  run(${build}/${c})
+  message(STATUS "${c}: built against the installed ringattn and ran")
+endforeach()

@@ -1,0 +1,76 @@
+// The C API's context object and what every context constructor shares (src/api_context*.cpp).
+#pragma once
+
+#include <stddef.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "backend.h"
+#include "ring_context.h"
+#include "status.h"
+#include "ringattn/ringattn_ring.h"
+#include "transport.h"
+
+struct ringattn_context {
+  std::unique_ptr<ringattn::RingContext> ring;
+};
+
+namespace ringattn {
+
+// What every constructor shares (options, backend, the context); `make` builds the transport:
+// std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, bool capturable, Status*,
+// std::string*); null on failure with *Status and the message set. Make::kCapturable says
+// whether the transport can run without host waits (options.capturable).
+template <typename Make>
+Status create_with(const ringattn_backend_t& backend, const ringattn_context_options_t* options,
+                   ringattn_context_t* out, const Make& make) {
+  if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
+  *out = nullptr;
+  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+  if (options != nullptr) {
+    // Versioned: a caller built against an older header passes a shorter struct, whose
+    // missing fields keep their defaults.
+    constexpr size_t kFirstVersion = offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
+    if (options->struct_size < kFirstVersion) {
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "'options'.struct_size is %zu, expected %zu: initialize with "
+                        "RINGATTN_CONTEXT_OPTIONS_INIT",
+                        options->struct_size, sizeof(ringattn_context_options_t));
+    }
+    std::memcpy(&opts, options, std::min(options->struct_size, sizeof(opts)));
+    opts.struct_size = sizeof(opts);
+  }
+  if (opts.chunks > 1024) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
+                      static_cast<int>(opts.chunks));
+  }
+  const bool capturable = opts.capturable != 0;
+  if (capturable && !Make::kCapturable) {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'options'.capturable: this transport waits on the host for device data; "
+                     "graph capture needs the NCCL transport (ringattn_context_create_nccl or "
+                     "ringattn_context_create_nccl_mpi)");
+  }
+  Backend* be = nullptr;
+  RINGATTN_RETURN_IF_ERROR(get_backend(backend, &be));
+  if (capturable && be->kind() != RINGATTN_BACKEND_CUDA) {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'options'.capturable needs backend RINGATTN_BACKEND_CUDA");
+  }
+  const int64_t timeout = opts.timeout_ms > 0 ? opts.timeout_ms : comm::default_timeout_ms();
+  Status st = RINGATTN_SUCCESS;
+  std::string err;
+  std::unique_ptr<comm::Transport> transport = make(timeout, be, capturable, &st, &err);
+  if (!transport) return set_error(st, err);
+  const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
+  std::unique_ptr<ringattn_context> ctx(new ringattn_context);
+  ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable));
+  *out = ctx.release();
+  return RINGATTN_SUCCESS;
+}
+
+}  // namespace ringattn
