@@ -35,7 +35,9 @@ Status create_with(const ringattn_backend_t& backend, const ringattn_context_opt
     // Versioned: a caller built against an older header passes a shorter struct, whose
     // missing fields keep their defaults.
     constexpr size_t kFirstVersion = offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
-    if (options->struct_size < kFirstVersion) {
+    // Only the sizes of real versions: any other size would cut a field.
+    if (options->struct_size != kFirstVersion &&
+        options->struct_size < sizeof(ringattn_context_options_t)) {
       return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
                         "'options'.struct_size is %zu, expected %zu: initialize with "
                         "RINGATTN_CONTEXT_OPTIONS_INIT",

@@ -367,7 +367,11 @@ constexpr size_t kParamsFirstVersion =
 
 const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy) {
-  if (in == nullptr || in->struct_size < kParamsFirstVersion) return in;
+  // Only the sizes of real versions are read through: any other size would cut a field.
+  if (in == nullptr || (in->struct_size != kParamsFirstVersion &&
+                        in->struct_size < sizeof(ringattn_attn_params_t))) {
+    return in;
+  }
   if (in->struct_size == sizeof(ringattn_attn_params_t)) return in;
   *copy = RINGATTN_ATTN_PARAMS_INIT;
   std::memcpy(copy, in, std::min(in->struct_size, sizeof(ringattn_attn_params_t)));
@@ -378,10 +382,11 @@ const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
                        AttnOptions* opts) {
   if (params == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'params' is NULL");
-  if (params->struct_size < kParamsFirstVersion) {
+  if (params->struct_size != kParamsFirstVersion &&
+      params->struct_size < sizeof(ringattn_attn_params_t)) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                      "'params'.struct_size is %zu, expected %zu (at least %zu): initialize "
-                      "with RINGATTN_ATTN_PARAMS_INIT",
+                      "'params'.struct_size is %zu, expected %zu (or %zu, the first version): "
+                      "initialize with RINGATTN_ATTN_PARAMS_INIT",
                       params->struct_size, sizeof(ringattn_attn_params_t), kParamsFirstVersion);
   }
   if (!std::isfinite(params->softmax_scale)) {

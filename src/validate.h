@@ -67,10 +67,10 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
                                  const ringattn_tensor_t* dq, const ringattn_tensor_t* dk,
                                  const ringattn_tensor_t* dv, AttnShape* shape);
 
-// The caller's params read through its struct_size: a struct from an older header (shorter, at
-// least the first version: struct_size through window_right) gets the defaults of the fields it
-// lacks, in *copy, which is returned; a newer, longer struct is read up to the fields this
-// library knows. NULL, or a struct_size below the first version, is returned unchanged for
+// The caller's params read through its struct_size: a struct from an older header (the first
+// version: struct_size through window_right, 32 bytes) gets the defaults of the fields it lacks,
+// in *copy, which is returned; a newer, longer struct is read up to the fields this library
+// knows. NULL, or any other size (one that would cut a field), is returned unchanged for
 // validate_params to report.
 const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy);

@@ -296,7 +296,13 @@ TEST(RingLocal, StructSizeVersionSkew) {
       << ringattn_get_last_error();
   EXPECT_EQ(max_abs_error(pr.to.values(), want), 0.0);
 
-  // Too short to be any version.
+  // Too short to be any version, or a size that would cut a field (half of cu_seqlens).
+  ringattn_attn_params_t cut = p;
+  cut.struct_size = offsetof(ringattn_attn_params_t, cu_seqlens) + 4;
+  cut.cu_seqlens = reinterpret_cast<const int64_t*>(&cut);
+  EXPECT_EQ(ringattn_attention_forward(&pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &cut,
+                                       RINGATTN_BACKEND_CPU, nullptr),
+            RINGATTN_ERROR_INVALID_ARGUMENT);
   ringattn_attn_params_t bad = p;
   bad.struct_size = sizeof(size_t);
   EXPECT_EQ(ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &bad,

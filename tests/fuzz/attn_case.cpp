@@ -1,5 +1,8 @@
 #include "attn_case.h"
 
+#include <stddef.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -402,25 +405,34 @@ std::string AttnCase::descriptor_fault(Role r) const {
 std::string AttnCase::params_fault() const {
   if (!ring_ && backend != RINGATTN_BACKEND_CPU) return "backend " + std::to_string(backend);
   if (!params_present) return "params NULL";
-  if (params.struct_size < sizeof(params)) return "struct_size";
-  if (!std::isfinite(params.softmax_scale)) return "softmax_scale not finite";
-  if (params.window_left < -1 || params.window_right < -1) return "window below -1";
+  // Versioned: the first version ends with window_right (32 bytes), whose missing fields take
+  // their defaults; a longer struct is read up to the fields the library knows; any other size
+  // is an error.
+  constexpr size_t kFirstVersion =
+      offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
+  if (params.struct_size != kFirstVersion && params.struct_size < sizeof(params)) {
+    return "struct_size";
+  }
+  ringattn_attn_params_t p = RINGATTN_ATTN_PARAMS_INIT;
+  std::memcpy(&p, &params, std::min(params.struct_size, sizeof(p)));
+  if (!std::isfinite(p.softmax_scale)) return "softmax_scale not finite";
+  if (p.window_left < -1 || p.window_right < -1) return "window below -1";
   int32_t scheme;
-  std::memcpy(&scheme, &params.scheme, sizeof(scheme));
+  std::memcpy(&scheme, &p.scheme, sizeof(scheme));
   if (scheme < 0 || scheme > 2) return "scheme " + std::to_string(scheme);
   if (!present[kQ] || (t[kQ].ndim != 3 && t[kQ].ndim != 4)) return "";  // a descriptor fault
   if (t[kQ].ndim == 4) {
-    if (params.cu_seqlens != nullptr || params.num_seqs != 0) return "cu_seqlens for [B,S,H,D]";
+    if (p.cu_seqlens != nullptr || p.num_seqs != 0) return "cu_seqlens for [B,S,H,D]";
     return "";
   }
-  if (params.cu_seqlens == nullptr) return "packed without cu_seqlens";
-  if (params.num_seqs < 0 || params.num_seqs > kMaxSequences) return "num_seqs out of range";
+  if (p.cu_seqlens == nullptr) return "packed without cu_seqlens";
+  if (p.num_seqs < 0 || p.num_seqs > kMaxSequences) return "num_seqs out of range";
   if (cu[0] != 0) return "cu_seqlens[0] != 0";
-  for (int64_t b = 0; b < params.num_seqs; ++b) {
+  for (int64_t b = 0; b < p.num_seqs; ++b) {
     if (cu[b + 1] > kMaxElements) return "cu_seqlens beyond 2^48";
     if (cu[b + 1] < cu[b]) return "cu_seqlens decreasing";
   }
-  if (!ring_ && cu[params.num_seqs] != t[kQ].shape[0]) return "cu_seqlens total != T";
+  if (!ring_ && cu[p.num_seqs] != t[kQ].shape[0]) return "cu_seqlens total != T";
   return "";
 }
 
