@@ -99,11 +99,8 @@ ringattn_status_t ringattn_context_create_compute_only(int32_t rank, int32_t wor
                                                        ringattn_backend_t backend,
                                                        const ringattn_context_options_t* options,
                                                        ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
   return ringattn::create_with(backend, options, ctx,
                                ringattn::ComputeOnlyTransportMaker{rank, world});
-  RINGATTN_API_GUARD_END
 }
 
 ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx, const ringattn_tensor_t* q,

@@ -60,21 +60,16 @@ extern "C" {
 ringattn_status_t ringattn_context_create(MPI_Comm comm, ringattn_backend_t backend,
                                           const ringattn_context_options_t* options,
                                           ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
   return ringattn::create_with(backend, options, ctx, ringattn::MpiTransportMaker{comm});
-  RINGATTN_API_GUARD_END
 }
 
 ringattn_status_t ringattn_context_create_nccl_mpi(MPI_Comm comm, ringattn_backend_t backend,
                                                    const ringattn_context_options_t* options,
                                                    ringattn_context_t* ctx) {
-  ringattn::clear_error();
 #if defined(RINGATTN_HAVE_NCCL)
-  RINGATTN_API_GUARD_BEGIN
   return ringattn::create_with(backend, options, ctx, ringattn::NcclMpiTransportMaker{comm});
-  RINGATTN_API_GUARD_END
 #else
+  ringattn::clear_error();
   (void)comm;
   (void)backend;
   (void)options;

@@ -33,11 +33,8 @@ ringattn_status_t ringattn_context_create_nccl(ncclComm_t comm, int32_t rank, in
                                                ringattn_backend_t backend,
                                                const ringattn_context_options_t* options,
                                                ringattn_context_t* ctx) {
-  ringattn::clear_error();
-  RINGATTN_API_GUARD_BEGIN
   return ringattn::create_with(backend, options, ctx,
                                ringattn::NcclTransportMaker{comm, rank, world});
-  RINGATTN_API_GUARD_END
 }
 
 }  // extern "C"

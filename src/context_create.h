@@ -3,8 +3,6 @@
 
 #include <stddef.h>
 
-#include <algorithm>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +12,7 @@
 #include "status.h"
 #include "ringattn/ringattn_ring.h"
 #include "transport.h"
+#include "validate.h"
 
 struct ringattn_context {
   std::unique_ptr<ringattn::RingContext> ring;
@@ -21,30 +20,29 @@ struct ringattn_context {
 
 namespace ringattn {
 
+// The first published ringattn_context_options_t ended with chunks.
+constexpr size_t kOptionsFirstVersion =
+    offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
+
 // What every constructor shares (options, backend, the context); `make` builds the transport:
 // std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, bool capturable, Status*,
 // std::string*); null on failure with *Status and the message set. Make::kCapturable says
-// whether the transport can run without host waits (options.capturable).
+// whether the transport can run without host waits (options.capturable). The whole body of a
+// C API constructor: clears the last error and turns exceptions into status codes.
 template <typename Make>
 Status create_with(const ringattn_backend_t& backend, const ringattn_context_options_t* options,
                    ringattn_context_t* out, const Make& make) {
+  clear_error();
+  RINGATTN_API_GUARD_BEGIN
   if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
   *out = nullptr;
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  if (options != nullptr) {
-    // Versioned: a caller built against an older header passes a shorter struct, whose
-    // missing fields keep their defaults.
-    constexpr size_t kFirstVersion = offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
-    // Only the sizes of real versions: any other size would cut a field.
-    if (options->struct_size != kFirstVersion &&
-        options->struct_size < sizeof(ringattn_context_options_t)) {
-      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                        "'options'.struct_size is %zu, expected %zu: initialize with "
-                        "RINGATTN_CONTEXT_OPTIONS_INIT",
-                        options->struct_size, sizeof(ringattn_context_options_t));
-    }
-    std::memcpy(&opts, options, std::min(options->struct_size, sizeof(opts)));
-    opts.struct_size = sizeof(opts);
+  if (options != nullptr && !read_versioned(*options, kOptionsFirstVersion, &opts)) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "'options'.struct_size is %zu, expected %zu (or %zu, the first version): "
+                      "initialize with RINGATTN_CONTEXT_OPTIONS_INIT",
+                      options->struct_size, sizeof(ringattn_context_options_t),
+                      kOptionsFirstVersion);
   }
   if (opts.chunks > 1024) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
@@ -73,6 +71,7 @@ Status create_with(const ringattn_backend_t& backend, const ringattn_context_opt
   ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable));
   *out = ctx.release();
   return RINGATTN_SUCCESS;
+  RINGATTN_API_GUARD_END
 }
 
 }  // namespace ringattn

@@ -367,16 +367,9 @@ constexpr size_t kParamsFirstVersion =
 
 const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy) {
-  // Only the sizes of real versions are read through: any other size would cut a field.
-  if (in == nullptr || (in->struct_size != kParamsFirstVersion &&
-                        in->struct_size < sizeof(ringattn_attn_params_t))) {
-    return in;
-  }
-  if (in->struct_size == sizeof(ringattn_attn_params_t)) return in;
+  if (in == nullptr || in->struct_size == sizeof(ringattn_attn_params_t)) return in;
   *copy = RINGATTN_ATTN_PARAMS_INIT;
-  std::memcpy(copy, in, std::min(in->struct_size, sizeof(ringattn_attn_params_t)));
-  copy->struct_size = sizeof(ringattn_attn_params_t);
-  return copy;
+  return read_versioned(*in, kParamsFirstVersion, copy) ? copy : in;
 }
 
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,

@@ -67,11 +67,23 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
                                  const ringattn_tensor_t* dq, const ringattn_tensor_t* dk,
                                  const ringattn_tensor_t* dv, AttnShape* shape);
 
-// The caller's params read through its struct_size: a struct from an older header (the first
-// version: struct_size through window_right, 32 bytes) gets the defaults of the fields it lacks,
-// in *copy, which is returned; a newer, longer struct is read up to the fields this library
-// knows. NULL, or any other size (one that would cut a field), is returned unchanged for
-// validate_params to report.
+// A caller's versioned struct (ringattn_attn_params_t, ringattn_context_options_t) read
+// through its struct_size. Only the sizes of real versions are read: the first version's
+// (`first_version` bytes; the fields it lacks keep *out's defaults) or at least sizeof(T) (a
+// newer header: read up to the fields this library knows). Any other size would cut a field:
+// false, *out untouched.
+template <typename T>
+bool read_versioned(const T& in, size_t first_version, T* out) {
+  if (in.struct_size != first_version && in.struct_size < sizeof(T)) return false;
+  std::memcpy(out, &in, in.struct_size < sizeof(T) ? in.struct_size : sizeof(T));
+  out->struct_size = sizeof(T);
+  return true;
+}
+
+// The caller's params read with read_versioned (first version: struct_size through
+// window_right, 32 bytes): `in` itself when it is current, else *copy with the defaults of what
+// it lacks. NULL, or a size that is no version, is returned unchanged for validate_params to
+// report.
 const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy);
 
