@@ -1,12 +1,22 @@
 /*
  * ringattn over MPI: ring contexts (ringattn_ring.h) created from a caller's MPI communicator.
  * The context duplicates the communicator (the caller's is never modified nor freed). Callers
- * link MPI themselves (they own the communicator); available when the library was built with
- * MPI (RINGATTN_HAVE_MPI).
+ * link MPI themselves (they own the communicator; MPI::MPI_C is enough, from C or C++); available
+ * when the library was built with MPI (RINGATTN_HAVE_MPI).
+ *
+ * This header uses MPI's C API only. Included before mpi.h it keeps out the deprecated MPI C++
+ * bindings (OMPI_SKIP_MPICXX, MPICH_SKIP_MPICXX), which would otherwise need libmpi_cxx at link
+ * time in a C++ program; include mpi.h first to decide that yourself.
  */
 #ifndef RINGATTN_RINGATTN_MPI_H_
 #define RINGATTN_RINGATTN_MPI_H_
 
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include "ringattn/ringattn_ring.h"
