@@ -56,7 +56,6 @@ void NcclTransport::abort_comm() {
   }
 }
 
-
 ringattn_status_t NcclTransport::init_stream(std::string* err) {
   cudaError_t e = cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking);
   if (e == cudaSuccess) e = cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming);

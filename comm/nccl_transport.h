@@ -85,7 +85,7 @@ class NcclTransport final : public Transport {
   ncclComm_t comm_ = nullptr;
   bool owned_ = false;
   int rank_ = 0, size_ = 1;
-  std::unique_ptr<Transport> side_;  // agreement channel of a bootstrapped communicator
+  std::unique_ptr<Transport> side_;     // agreement channel of a bootstrapped communicator
   cudaStream_t stream_ = nullptr;       // the caller's
   cudaStream_t comm_stream_ = nullptr;  // ours, for the transfers
   cudaEvent_t ready_ = nullptr;

@@ -208,8 +208,8 @@ int main(int argc, char** argv) {
     std::vector<int> devs(static_cast<size_t>(world));
     for (int i = 0; i < world; ++i) devs[static_cast<size_t>(i)] = i;
     const ncclResult_t r = ncclCommInitAll(comms.data(), world, devs.data());
-    if (r != ncclSuccess) throw std::runtime_error(std::string("ncclCommInitAll: ") +
-                                                   ncclGetErrorString(r));
+    if (r != ncclSuccess)
+      throw std::runtime_error(std::string("ncclCommInitAll: ") + ncclGetErrorString(r));
     std::vector<RankResult> results(static_cast<size_t>(world));
     std::vector<std::thread> threads;
     for (int rank = 0; rank < world; ++rank) {

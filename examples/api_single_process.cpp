@@ -42,8 +42,8 @@ int main() {
   double norm = 0;
   for (float g : dq) norm += double(g) * g;
   // Row 0 sees only key 0: its output is V[0] of kv head 0, and its LSE is scale * q0.k0.
-  std::printf("o[0,0,0,:4] = %.4f %.4f %.4f %.4f (v[0,0,0,:4] = %.4f %.4f %.4f %.4f)\n", o[0],
-              o[1], o[2], o[3], v[0], v[1], v[2], v[3]);
+  std::printf("o[0,0,0,:4] = %.4f %.4f %.4f %.4f (v[0,0,0,:4] = %.4f %.4f %.4f %.4f)\n", o[0], o[1],
+              o[2], o[3], v[0], v[1], v[2], v[3]);
   std::printf("|dq| = %.4f, lse[0,0,0] = %.4f\n", std::sqrt(norm), lse[0]);
   return 0;
 }

@@ -168,6 +168,12 @@ void select_device_by_local_rank() {
 
 }  // namespace
 
+int32_t placement_value(const std::string& name) {
+  return name == "ring"   ? RINGATTN_PLACEMENT_RING_CONSECUTIVE
+         : name == "auto" ? RINGATTN_PLACEMENT_AUTO
+                          : RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE;
+}
+
 ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,
                                  const ringattn_context_options_t* options,
                                  ringattn_context_t* ctx) {

@@ -54,6 +54,10 @@ class Placed {
 // Wait for the current device's work (no-op without CUDA): timing of backend cuda calls.
 void device_sync();
 
+// ringattn_placement_t of a --placement value: "ring" (ring-consecutive), "auto", else
+// Ulysses-consecutive.
+int32_t placement_value(const std::string& name);
+
 // A ring context over MPI_COMM_WORLD: transport "mpi" (device buffers staged through pinned
 // host memory) or "nccl" (bootstrapped over MPI; backend cuda; needs an NCCL build). Backend
 // cuda first makes device (local rank on the node) % (devices of the node) current; call it

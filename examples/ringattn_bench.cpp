@@ -49,8 +49,9 @@ struct Args {
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
   std::string backend = "cpu", transport = "mpi";
   std::string emulate;  // "R/P"
+  std::string placement = "ulysses";
   bool causal = false, single = false, verbose = false, plan = false;
-  int iters = 5, warmup = 1, check = 1, chunks = 0;
+  int iters = 5, warmup = 1, check = 1, chunks = 0, ulysses = 1;
 };
 
 // Inputs are a pure function of (tensor, batch, global row, head, dim), so any rank can build
@@ -88,6 +89,13 @@ void fill_local(Tensor* t, int tensor, const Problem& p, int64_t heads,
     }
   }
   ringattn::tool::from_float(v.data(), static_cast<int64_t>(v.size()), t);
+}
+
+// Seconds of the last call's all-to-alls (hybrid layouts; 0 otherwise).
+double alltoall_seconds(ringattn_context_t ctx) {
+  double seconds = 0;
+  if (ctx != nullptr) ringattn_context_alltoall_stats(ctx, &seconds, nullptr);
+  return seconds;
 }
 
 std::vector<int64_t> rank_rows(const Problem& p, int world, int rank) {
@@ -225,7 +233,7 @@ struct Row {
   double time_s = 0, tflops = 0, gbps = 0, overlap = 0, overlap_min = 0, compute_s = 0;
   // Backend cuda: device time of the ring's compute per iteration (CUDA events), summed over
   // ranks and of the slowest rank; host wait time of the slowest rank.
-  double device_sum_s = 0, device_max_s = 0, wait_max_s = 0;
+  double device_sum_s = 0, device_max_s = 0, wait_max_s = 0, a2a_max_s = 0;
   int64_t wrong = -1;
   double peak_mib_max = 0;
 };
@@ -260,6 +268,12 @@ int main(int argc, char** argv) {
   app.add_flag("--plan", a.plan, "run through a ring plan (agreed once, no per-call agreement)");
   app.add_option("--emulate", a.emulate,
                  "R/P: run rank R's share of a P-rank ring alone (compute only, -np 1)");
+  app.add_option("--ulysses-degree", a.ulysses,
+                 "hybrid layout: U ranks exchange heads by all-to-all, rings of P / U ranks")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--placement", a.placement,
+                 "which ranks form the Ulysses groups: ulysses (consecutive) | ring | auto")
+      ->check(CLI::IsMember({"ulysses", "ring", "auto"}));
   app.add_flag("--verbose", a.verbose, "print every rank's timing split of the last iteration");
   app.add_option("--json", a.json, "also write the rows as JSON to this file");
   app.add_option("--backend", a.backend, "cpu|cuda (cuda: device copies of the shards)");
@@ -320,6 +334,8 @@ int main(int argc, char** argv) {
   const char* mask_name = !a.window.empty() ? "window" : a.causal ? "causal" : "full";
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   opts.chunks = a.chunks;
+  opts.ulysses_degree = a.ulysses;
+  opts.placement = ringattn::tool::placement_value(a.placement);
   ringattn_context_t ctx = nullptr;
   if (emulated) {
     if (ringattn_context_create_compute_only(emu_rank, emu_world, backend, &opts, &ctx) !=
@@ -331,18 +347,22 @@ int main(int argc, char** argv) {
       die(std::string("context: ") + ringattn_get_last_error());
     }
   }
+  int32_t uly = 1;  // the context's ulysses degree
+  if (ctx != nullptr) ringattn_context_hybrid_layout(ctx, &uly, nullptr, nullptr, nullptr);
   if (me == 0) {
     if (emulated) {
-      std::printf("# ringattn_bench: rank %d of %d alone (compute only), mode %s, %d iterations "
-                  "(+%d warm-up)\n",
-                  emu_rank, emu_world, a.mode.c_str(), a.iters, a.warmup);
+      std::printf(
+          "# ringattn_bench: rank %d of %d alone (compute only), mode %s, %d iterations "
+          "(+%d warm-up)\n",
+          emu_rank, emu_world, a.mode.c_str(), a.iters, a.warmup);
     } else {
       std::printf("# ringattn_bench: %d ranks%s, mode %s, %d iterations (+%d warm-up)\n", world,
                   a.single ? " (single-process API)" : "", a.mode.c_str(), a.iters, a.warmup);
     }
-    std::printf("#%10s %9s %3s %4s %4s %4s %5s %7s %10s %10s %8s %9s %8s %7s %9s\n", "seq",
-                "seq_local", "B", "Hq", "Hkv", "D", "dtype", "mask", "scheme", "time(ms)",
-                "TFLOP/s", "comm_GB/s", "overlap%", "#wrong", "peak_MiB");
+    std::printf("#%10s %9s %3s %4s %4s %4s %5s %7s %10s %10s %8s %9s %8s %7s %9s %3s %3s %9s %9s\n",
+                "seq", "seq_local", "B", "Hq", "Hkv", "D", "dtype", "mask", "scheme", "time(ms)",
+                "TFLOP/s", "comm_GB/s", "overlap%", "#wrong", "peak_MiB", "U", "R", "a2a(ms)",
+                "ring(ms)");
   }
   std::vector<Row> rows;
   nlohmann::json jrows = nlohmann::json::array();
@@ -355,8 +375,8 @@ int main(int argc, char** argv) {
     // A compute-only context takes the global length as P times its share.
     const int64_t parts = p.scheme == RINGATTN_SCHEME_ZIGZAG ? 2 * emu_world : emu_world;
     if (emulated && S % parts != 0) {
-      die("--emulate: S = " + std::to_string(S) + " is not a multiple of " +
-          std::to_string(parts) + " (equal shares)");
+      die("--emulate: S = " + std::to_string(S) + " is not a multiple of " + std::to_string(parts) +
+          " (equal shares)");
     }
     const int W = emulated ? emu_world : a.single ? 1 : world;
     const int R = emulated ? emu_rank : a.single ? 0 : me;
@@ -396,8 +416,8 @@ int main(int argc, char** argv) {
     // --plan: the problem agreed once, runs without agreement in the plan's own workspace.
     ringattn_ring_plan_t plan = nullptr;
     if (a.plan && ctx != nullptr) {
-      const ringattn_status_t st = ringattn_ring_plan_create(ctx, pq.t(), pk.t(), pv.t(), &prm,
-                                                             1, &plan);
+      const ringattn_status_t st =
+          ringattn_ring_plan_create(ctx, pq.t(), pk.t(), pv.t(), &prm, 1, &plan);
       if (st != RINGATTN_SUCCESS) {
         ringattn::tool::report_ring_failure(st, ringattn_get_last_error());
         ringattn::tool::exit_now(1, "stopping after the failure above");
@@ -432,6 +452,7 @@ int main(int argc, char** argv) {
       ringattn::tool::exit_now(1, "stopping after the failure above");
     };
     double sum_time = 0, sum_total = 0, sum_compute = 0, sum_device = 0, sum_wait = 0, sum_dt = 0;
+    double sum_a2a = 0;
     int64_t bytes = 0;
     bool ok = true;
     for (int it = 0; it < a.warmup + a.iters && ok; ++it) {
@@ -443,7 +464,7 @@ int main(int argc, char** argv) {
       }
       ringattn::tool::bounded_barrier(MPI_COMM_WORLD, "the barrier before an iteration");
       const double t0 = MPI_Wtime();
-      double total = 0, compute = 0, dev = 0, wait = 0;
+      double total = 0, compute = 0, dev = 0, wait = 0, a2a = 0;
       ringattn_ring_stats_t st{};
       const bool last = it + 1 == a.warmup + a.iters;
       auto report = [&](const char* what) {
@@ -460,6 +481,7 @@ int main(int argc, char** argv) {
         ok = succeeded(call_fwd());
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("forward");
+        a2a += alltoall_seconds(ctx);
         total += st.total_seconds, compute += st.compute_seconds;
         dev += st.device_compute_seconds, wait += st.comm_wait_seconds;
         if (it >= a.warmup) bytes += st.bytes_sent;
@@ -468,6 +490,7 @@ int main(int argc, char** argv) {
         ok = succeeded(call_bwd());
         if (ctx) ringattn_context_last_stats(ctx, &st);
         report("backward");
+        a2a += alltoall_seconds(ctx);
         total += st.total_seconds, compute += st.compute_seconds;
         dev += st.device_compute_seconds, wait += st.comm_wait_seconds;
         if (it >= a.warmup) bytes += st.bytes_sent;
@@ -482,6 +505,7 @@ int main(int argc, char** argv) {
         sum_compute += compute;
         sum_device += dev;
         sum_wait += wait;
+        sum_a2a += a2a;
         sum_dt += dt;
       }
     }
@@ -511,6 +535,8 @@ int main(int argc, char** argv) {
     row.overlap_min = 100.0 * ov_min;
     row.gbps = gb_max;
     const double dev_mine = sum_device / a.iters, wait_mine = sum_wait / a.iters;
+    const double a2a_mine = sum_a2a / a.iters;
+    reduce(&a2a_mine, &row.a2a_max_s, MPI_MAX);
     reduce(&dev_mine, &row.device_sum_s, MPI_SUM);
     reduce(&dev_mine, &row.device_max_s, MPI_MAX);
     reduce(&wait_mine, &row.wait_max_s, MPI_MAX);
@@ -584,12 +610,15 @@ int main(int argc, char** argv) {
       char wrong_s[32];
       std::snprintf(wrong_s, sizeof(wrong_s), "%lld", static_cast<long long>(row.wrong));
       std::printf(
-          " %10lld %9lld %3lld %4lld %4lld %4lld %5s %7s %10s %10.2f %8.4f %9.3f %8.1f %7s %9.1f\n",
+          " %10lld %9lld %3lld %4lld %4lld %4lld %5s %7s %10s %10.2f %8.4f %9.3f %8.1f %7s %9.1f "
+          "%3d "
+          "%3d %9.2f %9.2f\n",
           static_cast<long long>(S), static_cast<long long>(n), static_cast<long long>(a.batch),
           static_cast<long long>(a.hq), static_cast<long long>(a.hkv), static_cast<long long>(a.d),
           ringattn::tool::dtype_name(dtype), mask_name,
           a.single ? "single" : ringattn::tool::scheme_name(p.scheme), row.time_s * 1e3, row.tflops,
-          row.gbps, row.overlap, a.check ? wrong_s : "N/A", row.peak_mib_max);
+          row.gbps, row.overlap, a.check ? wrong_s : "N/A", row.peak_mib_max, uly, world / uly,
+          row.a2a_max_s * 1e3, row.wait_max_s * 1e3);
       std::fflush(stdout);
     }
     ringattn_ring_plan_destroy(plan);
@@ -613,12 +642,17 @@ int main(int argc, char** argv) {
                      {"overlap_pct", row.overlap},
                      {"overlap_pct_min_rank", row.overlap_min},
                      {"backend", a.backend},
-                     {"transport", a.single ? "none" : emulated ? "compute-only" : a.transport},
+                     {"transport", a.single   ? "none"
+                                   : emulated ? "compute-only"
+                                              : a.transport},
                      {"emulated_rank", emulated ? emu_rank : -1},
                      {"emulated_world", emulated ? emu_world : 0},
                      {"device_compute_ms_sum_ranks", row.device_sum_s * 1e3},
                      {"device_compute_ms_max_rank", row.device_max_s * 1e3},
                      {"comm_wait_ms_max_rank", row.wait_max_s * 1e3},
+                     {"alltoall_ms_max_rank", row.a2a_max_s * 1e3},
+                     {"ulysses_degree", uly},
+                     {"ring_size", world / uly},
                      {"wrong", row.wrong},
                      {"peak_rss_mib_max_rank", row.peak_mib_max}});
     if (S > a.end / a.factor) break;

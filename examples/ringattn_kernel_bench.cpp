@@ -235,44 +235,32 @@ int main(int argc, char** argv) {
   const ringattn::MaskSpec mask = ringattn::make_mask_spec(p.causal, -1, -1);
   const float scale = 1.0f / sqrtf(static_cast<float>(p.d));
 
-  ringattn::FwdParams fp{p.b,
-                         p.s,
-                         p.s,
-                         p.h,
-                         p.hkv,
-                         p.d,
-                         tref(buf.q, p.dtype, p, p.h),
-                         tref(buf.k, p.dtype, p, p.hkv),
-                         tref(buf.v, p.dtype, p, p.hkv),
-                         tref(buf.o, p.dtype, p, p.h),
-                         lse,
-                         scale,
-                         mask,
-                         map,
-                         map,
-                         ringattn::kOutFinal};
+  ringattn::FwdParams fp{};
+  fp.batch = p.b;
+  fp.sq = fp.sk = p.s;
+  fp.hq = p.h;
+  fp.hkv = p.hkv;
+  fp.d = p.d;
+  fp.q = tref(buf.q, p.dtype, p, p.h);
+  fp.k = tref(buf.k, p.dtype, p, p.hkv);
+  fp.v = tref(buf.v, p.dtype, p, p.hkv);
+  fp.scale = scale;
+  fp.mask = mask;
+  fp.q_pos = fp.k_pos = map;
+  fp.o = tref(buf.o, p.dtype, p, p.h);
+  fp.lse = lse;
+  fp.out_mode = ringattn::kOutFinal;
   const Timing t_fwd = time_runs([&] { ringattn::cpu::attention_forward(fp); }, iters, warmup);
   ringattn::cpu::compute_delta(p.b, p.s, p.h, p.d, fp.o, fp.o, delta);
-  ringattn::BwdParams bp{p.b,
-                         p.s,
-                         p.s,
-                         p.h,
-                         p.hkv,
-                         p.d,
-                         fp.q,
-                         fp.k,
-                         fp.v,
-                         tref(buf.dout, p.dtype, p, p.h),
-                         lse,
-                         delta,
-                         tref(buf.dq, p.dtype, p, p.h),
-                         tref(buf.dk, p.dtype, p, p.hkv),
-                         tref(buf.dv, p.dtype, p, p.hkv),
-                         false,
-                         scale,
-                         mask,
-                         map,
-                         map};
+  ringattn::BwdParams bp{};
+  static_cast<ringattn::AttnCall&>(bp) = fp;
+  bp.dout = tref(buf.dout, p.dtype, p, p.h);
+  bp.lse = lse;
+  bp.delta = delta;
+  bp.dq = tref(buf.dq, p.dtype, p, p.h);
+  bp.dk = tref(buf.dk, p.dtype, p, p.hkv);
+  bp.dv = tref(buf.dv, p.dtype, p, p.hkv);
+  bp.accumulate = false;
   const Timing t_bwd = time_runs([&] { ringattn::cpu::attention_backward(bp); }, iters, warmup);
 
   const double fwd_flops =

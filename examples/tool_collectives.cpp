@@ -69,8 +69,7 @@ void exit_now(int code, const std::string& msg) {
 void report_ring_failure(ringattn_status_t st, const std::string& msg) {
   const std::string line = std::string(ringattn_status_string(st)) + ": " + msg;
   if (st == RINGATTN_ERROR_TIMEOUT || st == RINGATTN_ERROR_COMM) exit_now(1, line);
-  std::fprintf(stderr, "%s: rank %d: %s\n", g_tool.c_str(), rank_of(MPI_COMM_WORLD),
-               line.c_str());
+  std::fprintf(stderr, "%s: rank %d: %s\n", g_tool.c_str(), rank_of(MPI_COMM_WORLD), line.c_str());
   std::fflush(stderr);
 }
 

@@ -217,8 +217,8 @@ BRIEF=--gtest_brief=1
 ring_step transport_np1 1 60 "$DT" $BRIEF
 ring_step transport_np2 2 60 "$DT" $BRIEF
 ring_step ring_staged_np1 1 120 "$RT" $BRIEF --gtest_filter='-Nccl/*:RingCudaGraph.*'
-ring_step ring_staged_np2 2 120 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*'
-ring_step ring_staged_np4 4 150 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*'
+ring_step ring_staged_np2 2 120 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*:RingCudaHybrid.*'
+ring_step ring_staged_np4 4 150 "$RT" $BRIEF --gtest_filter='Staged/*:RingCudaErrors.*:RingCudaHybrid.*'
 if [[ "${NCCL_ARGS[0]}" == *ON ]]; then
   ring_step ring_nccl_np1 1 120 "$RT" $BRIEF --gtest_filter='Nccl/*:RingCudaGraph.*'
   ring_step example_api_ring_nccl 1 60 "$NX"

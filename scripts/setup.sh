@@ -6,7 +6,12 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libhwy-dev libxsmm-dev
       libopenmpi-dev openmpi-bin libgtest-dev nlohmann-json3-dev libcli11-dev
-      python3-numpy iproute2)
+      python3-numpy iproute2
+      # scripts/scaling.py: sweeps, plots (matplotlib) and the performance model
+      python3-matplotlib
+      # the Python package (python/ringattn) and its tests: pybind11 for the compiled core,
+      # Debian's torch 1.13 (CPU) and mpi4py for ringattn.torch and its pytest under mpirun
+      python3-dev pybind11-dev python3-torch python3-mpi4py python3-pytest)
 # The fuzz build (-DRINGATTN_FUZZ=ON, tests/fuzz) needs clang with its libFuzzer and sanitizer
 # runtimes, and LLVM's OpenMP runtime for the kernels.
 for arg in "$@"; do

@@ -43,11 +43,11 @@ Status prepare(const AttnShape& shape, const ringattn_attn_params_t* params,
   RINGATTN_RETURN_IF_ERROR(validate_params(params, shape, opts));
   RINGATTN_RETURN_IF_ERROR(check_packed_total(shape, *opts));
   RINGATTN_RETURN_IF_ERROR(get_backend(kind, be));
-  return (*be)->supports(shape.d, shape.dtype);
+  return (*be)->supports(shape.d, shape.dtype, opts->mask);
 }
 
-Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
-               const ringattn_tensor_t* v, ringattn_tensor_t* o, ringattn_tensor_t* lse,
+Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+               ringattn_tensor_t* o, ringattn_tensor_t* lse,
                const ringattn_attn_params_t* caller_params, const ringattn_backend_t& kind,
                void* stream) {
   ringattn_attn_params_t params_copy;
@@ -63,18 +63,12 @@ Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
   std::vector<PosRun> runs;
   const PosMap whole = whole_sequence_map(shape, opts, &one_run, &runs);
   FwdParams p{};
-  p.batch = shape.batch;
-  p.sq = p.sk = shape.seq;
-  p.hq = shape.hq;
-  p.hkv = shape.hkv;
-  p.d = shape.d;
+  set_call_problem(shape, opts, &p);
   p.q = tensor_ref(*q, shape.packed);
   p.k = tensor_ref(*k, shape.packed);
   p.v = tensor_ref(*v, shape.packed);
   p.o = tensor_ref(*o, shape.packed);
   p.lse = lse != nullptr ? rowstat_ref(*lse, shape.packed) : RowStatRef{nullptr, 0, 0};
-  p.scale = opts.scale;
-  p.mask = opts.mask;
   p.q_pos = p.k_pos = whole;
   p.out_mode = kOutFinal;
   return be->forward(p, stream);
@@ -82,22 +76,20 @@ Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
 
 // Bytes of the backward's float32 Delta [B, H, S], 64-byte aligned.
 size_t delta_workspace_bytes(int64_t b, int64_t h, int64_t s) {
-  const size_t raw = sizeof(float) * static_cast<size_t>(b) * static_cast<size_t>(h) *
-                     static_cast<size_t>(s);
+  const size_t raw =
+      sizeof(float) * static_cast<size_t>(b) * static_cast<size_t>(h) * static_cast<size_t>(s);
   return (raw + 63) / 64 * 64;
 }
 
-Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
-                const ringattn_tensor_t* v, const ringattn_tensor_t* o,
-                const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
-                ringattn_tensor_t* dq, ringattn_tensor_t* dk, ringattn_tensor_t* dv,
-                const ringattn_attn_params_t* caller_params, void* workspace,
+Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                const ringattn_tensor_t* o, const ringattn_tensor_t* lse,
+                const ringattn_tensor_t* dout, ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+                ringattn_tensor_t* dv, const ringattn_attn_params_t* caller_params, void* workspace,
                 size_t workspace_bytes, const ringattn_backend_t& kind, void* stream) {
   ringattn_attn_params_t params_copy;
   const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   AttnShape shape;
-  RINGATTN_RETURN_IF_ERROR(
-      validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));
+  RINGATTN_RETURN_IF_ERROR(validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));
   const size_t delta_bytes = delta_workspace_bytes(shape.batch, shape.hq, shape.seq);
   if (workspace != nullptr) {
     if (workspace_bytes < delta_bytes) {
@@ -127,11 +119,7 @@ Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
   std::vector<PosRun> runs;
   const PosMap whole = whole_sequence_map(shape, opts, &one_run, &runs);
   BwdParams p{};
-  p.batch = shape.batch;
-  p.sq = p.sk = shape.seq;
-  p.hq = shape.hq;
-  p.hkv = shape.hkv;
-  p.d = shape.d;
+  set_call_problem(shape, opts, &p);
   p.q = tensor_ref(*q, shape.packed);
   p.k = tensor_ref(*k, shape.packed);
   p.v = tensor_ref(*v, shape.packed);
@@ -142,8 +130,6 @@ Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
   p.dk = tensor_ref(*dk, shape.packed);
   p.dv = tensor_ref(*dv, shape.packed);
   p.accumulate = false;
-  p.scale = opts.scale;
-  p.mask = opts.mask;
   p.q_pos = p.k_pos = whole;
 
   Status st = be->compute_delta(shape.batch, shape.seq, shape.hq, shape.d, p.dout,
@@ -158,8 +144,7 @@ Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
 
 extern "C" {
 
-ringattn_status_t ringattn_attention_forward(const ringattn_tensor_t* q,
-                                             const ringattn_tensor_t* k,
+ringattn_status_t ringattn_attention_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                                              const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                              ringattn_tensor_t* lse,
                                              const ringattn_attn_params_t* params,
@@ -177,8 +162,7 @@ ringattn_status_t ringattn_attention_backward(
     const ringattn_attn_params_t* params, ringattn_backend_t backend, void* stream) {
   ringattn::clear_error();
   RINGATTN_API_GUARD_BEGIN
-  return ringattn::backward(q, k, v, o, lse, dout, dq, dk, dv, params, nullptr, 0, backend,
-                            stream);
+  return ringattn::backward(q, k, v, o, lse, dout, dq, dk, dv, params, nullptr, 0, backend, stream);
   RINGATTN_API_GUARD_END
 }
 

@@ -17,12 +17,16 @@ struct ringattn_ring_plan {
   ringattn::RingProblemState state;
   size_t ws_bytes = 0;
   char* own_ws = nullptr;
-  std::unique_ptr<ringattn::Backend::UseFence> fence;  // the own workspace's last use (CUDA)
+  // The last run's end (CUDA), after which the plan's own memory (workspace, device position
+  // runs) may be freed.
+  std::unique_ptr<ringattn::Backend::UseFence> fence;
 
   ~ringattn_ring_plan() {
     // As the context's workspace: leaked after a transport failure (a receive may still land).
     if (ctx->ring->transport()->broken()) return;
-    ringattn::release_after_use(ctx->ring->backend(), fence.get(), own_ws, nullptr);
+    ringattn::Backend* be = ctx->ring->backend();
+    ringattn::release_after_use(be, fence.get(), state.device_runs, nullptr);
+    ringattn::release_after_use(be, fence.get(), own_ws, nullptr);
   }
 };
 
@@ -83,7 +87,7 @@ ringattn_status_t plan_run(ringattn_ring_plan_t plan, void* workspace, size_t wo
     bytes = workspace_bytes;
   }
   const ringattn_status_t st = run(ws, bytes);
-  if (plan->fence && ws == plan->own_ws && !plan->ctx->ring->backend()->stream_capturing(stream)) {
+  if (plan->fence && !plan->ctx->ring->backend()->stream_capturing(stream)) {
     plan->fence->record(stream);
   }
   return st;
@@ -104,10 +108,9 @@ ringattn_status_t ringattn_context_create_compute_only(int32_t rank, int32_t wor
 }
 
 ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx, const ringattn_tensor_t* q,
-                                           const ringattn_tensor_t* k,
-                                           const ringattn_tensor_t* v,
-                                           const ringattn_attn_params_t* params,
-                                           int32_t own_workspace, ringattn_ring_plan_t* plan) {
+                                            const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                            const ringattn_attn_params_t* params,
+                                            int32_t own_workspace, ringattn_ring_plan_t* plan) {
   ringattn::clear_error();
   RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
   if (plan == nullptr) {
@@ -118,18 +121,22 @@ ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx, const ringat
   std::unique_ptr<ringattn_ring_plan> p(new ringattn_ring_plan);
   p->ctx = ctx;
   RINGATTN_RETURN_IF_ERROR(ctx->ring->make_plan(q, k, v, params, &p->state, &p->ws_bytes));
-  if (own_workspace != 0) {
-    ringattn::Backend* be = ctx->ring->backend();
+  // The plan's own memory, on the default stream: its position runs where the kernels would
+  // otherwise upload them per call, and the workspace when asked for. Every rank learns whether
+  // every rank got it.
+  ringattn::Backend* be = ctx->ring->backend();
+  p->fence = be->make_use_fence();
+  bool ok = ctx->ring->upload_runs(&p->state, nullptr) == RINGATTN_SUCCESS;
+  if (ok && own_workspace != 0) {
     p->own_ws = static_cast<char*>(be->alloc(p->ws_bytes, nullptr));
-    p->fence = be->make_use_fence();
-    if (p->fence && p->own_ws != nullptr) {
-      // Allocated on the default stream: usable on the runs' streams once it is done.
-      p->fence->record(nullptr);
-      p->fence->wait();
-    }
-    RINGATTN_RETURN_IF_ERROR(
-        ctx->ring->agree_allocation(p->own_ws != nullptr, "its plan workspace"));
+    ok = p->own_ws != nullptr;
   }
+  if (p->fence) {
+    // Usable on the runs' streams once it is done.
+    p->fence->record(nullptr);
+    p->fence->wait();
+  }
+  RINGATTN_RETURN_IF_ERROR(ctx->ring->agree_allocation(ok, "its plan workspace or position maps"));
   *plan = p.release();
   return RINGATTN_SUCCESS;
   RINGATTN_API_GUARD_END
@@ -146,12 +153,11 @@ ringattn_status_t ringattn_ring_plan_workspace_size(ringattn_ring_plan_t plan, s
   return RINGATTN_SUCCESS;
 }
 
-ringattn_status_t ringattn_ring_plan_forward(ringattn_ring_plan_t plan,
-                                            const ringattn_tensor_t* q,
-                                            const ringattn_tensor_t* k,
-                                            const ringattn_tensor_t* v, ringattn_tensor_t* o,
-                                            ringattn_tensor_t* lse, void* workspace,
-                                            size_t workspace_bytes, void* stream) {
+ringattn_status_t ringattn_ring_plan_forward(ringattn_ring_plan_t plan, const ringattn_tensor_t* q,
+                                             const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                                             ringattn_tensor_t* o, ringattn_tensor_t* lse,
+                                             void* workspace, size_t workspace_bytes,
+                                             void* stream) {
   return ringattn::plan_run(plan, workspace, workspace_bytes, stream, [&](char* ws, size_t n) {
     return plan->ctx->ring->plan_forward(plan->state, q, k, v, o, lse, ws, n, stream);
   });
@@ -217,6 +223,28 @@ ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
   stats->steps = s.steps;
   stats->steps_skipped = s.steps_skipped;
   stats->device_compute_seconds = ctx->ring->device_compute_seconds();
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_context_alltoall_stats(ringattn_context_t ctx, double* seconds,
+                                                  int64_t* bytes_sent) {
+  // A query leaves the last error as it is: it is read after a failed call.
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  const ringattn::RingStats& s = ctx->ring->stats();
+  if (seconds != nullptr) *seconds = s.alltoall_seconds;
+  if (bytes_sent != nullptr) *bytes_sent = s.alltoall_bytes;
+  return RINGATTN_SUCCESS;
+}
+
+ringattn_status_t ringattn_context_hybrid_layout(ringattn_context_t ctx, int32_t* ulysses_degree,
+                                                 int32_t* ring_size, int32_t* ulysses_rank,
+                                                 int32_t* ring_rank) {
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  const ringattn::HybridLayout& l = ctx->ring->layout();
+  if (ulysses_degree != nullptr) *ulysses_degree = l.ulysses;
+  if (ring_size != nullptr) *ring_size = l.rings;
+  if (ulysses_rank != nullptr) *ulysses_rank = l.uly_rank;
+  if (ring_rank != nullptr) *ring_rank = l.ring_rank;
   return RINGATTN_SUCCESS;
 }
 

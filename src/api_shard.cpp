@@ -46,9 +46,8 @@ ringattn_status_t ringattn_shard_length(ringattn_scheme_t scheme, int64_t seq_le
   return RINGATTN_SUCCESS;
 }
 
-ringattn_status_t ringattn_shard_positions(ringattn_scheme_t scheme, int64_t seq_len,
-                                           int32_t world, int32_t rank, int64_t* positions,
-                                           int64_t capacity) {
+ringattn_status_t ringattn_shard_positions(ringattn_scheme_t scheme, int64_t seq_len, int32_t world,
+                                           int32_t rank, int64_t* positions, int64_t capacity) {
   ringattn::clear_error();
   RINGATTN_RETURN_IF_ERROR(ringattn::check_shard_args(scheme, seq_len, world, rank));
   ringattn::PosRun runs[2];

@@ -5,18 +5,21 @@
 // All tensors are described with the structs of kernels/common/local_params.h. Pointers are host
 // pointers for the CPU backend and device pointers for the CUDA backend; PosMaps always point to
 // HOST memory here, valid only during the call (a backend that needs them elsewhere copies them
-// itself, stream-ordered, before it returns).
+// itself, stream-ordered, before it returns, unless the map carries a device copy made once by a
+// plan: PosMap::device_runs).
 // `stream` is the caller's stream (cudaStream_t for CUDA, ignored on the CPU); every call is
 // ordered on it and none synchronizes the host.
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <memory>
 
 #include "compute_timer.h"
 #include "local_params.h"
 #include "status.h"
+#include "support.h"
 
 namespace ringattn {
 
@@ -25,9 +28,15 @@ class Backend {
   virtual ~Backend() = default;
   virtual ringattn_backend_t kind() const = 0;
 
-  // Can this backend run this head dim / dtype? Returns RINGATTN_ERROR_UNSUPPORTED with a message
-  // otherwise (the "can implement" check, made before anything runs).
-  virtual Status supports(int64_t head_dim, DType dtype) const = 0;
+  // The compute capability of the calling thread's current device (major * 10 + minor, cached
+  // per device), negative when there is none; 0 on the CPU.
+  virtual int32_t arch() const { return 0; }
+  // Can this backend run this head dim, dtype and mask here? The support table's answer
+  // (src/support.h): RINGATTN_ERROR_UNSUPPORTED with a message otherwise (the "can implement"
+  // check, made before anything runs).
+  Status supports(int64_t head_dim, DType dtype, const MaskSpec& mask) const {
+    return check_support(kind(), dtype, head_dim, mask_kind(mask), arch());
+  }
 
   virtual Status forward(const FwdParams& p, void* stream) = 0;
   virtual Status backward(const BwdParams& p, void* stream) = 0;
@@ -42,14 +51,25 @@ class Backend {
     return RINGATTN_SUCCESS;
   }
   virtual Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d,
-                               const TensorRef& dout, const TensorRef& o,
-                               const RowStatRef& delta, void* stream) = 0;
+                               const TensorRef& dout, const TensorRef& o, const RowStatRef& delta,
+                               void* stream) = 0;
   // Cast/copy [B, S, H, D]; src.data == nullptr zero-fills dst.
   virtual Status convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                          const TensorRef& dst, void* stream) = 0;
+  // dst (float32) += src (any dtype) over [B, S, H, D].
+  virtual Status accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                            const TensorRef& dst, void* stream) = 0;
   // Fill a float32 row-statistics tensor [B, H, S] with a value (e.g. -inf for an empty LSE).
   virtual Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst,
                               float value, void* stream) = 0;
+
+  // The most runs a PosMap passes to this backend's kernels by value; longer maps are uploaded
+  // by every call unless they carry `device_runs` (see RingContext::upload_runs). The CPU reads
+  // host maps directly: no limit.
+  virtual int32_t max_inline_runs() const { return INT32_MAX; }
+  // Copies `bytes` of host memory into this backend's memory, ordered on `stream` (the host
+  // buffer may be reused once it returns).
+  virtual Status upload(void* dst, const void* host, size_t bytes, void* stream) = 0;
 
   // Memory in this backend's address space (host or device), stream-ordered where the backend
   // has streams (CUDA: cudaMallocAsync / cudaFreeAsync on `stream`, so no host synchronization).

@@ -26,18 +26,6 @@ class CpuBackend final : public Backend {
  public:
   ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CPU; }
 
-  Status supports(int64_t head_dim, DType dtype) const override {
-    if (head_dim < 32 || head_dim > 256 || head_dim % 8 != 0) {
-      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
-                        "cpu backend: head dim %lld is unsupported (32..256 in steps of 8)",
-                        static_cast<long long>(head_dim));
-    }
-    if (dtype != kF32 && dtype != kF16 && dtype != kBF16) {
-      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cpu backend: unsupported dtype");
-    }
-    return RINGATTN_SUCCESS;
-  }
-
   Status forward(const FwdParams& p, void*) override {
     return run_kernel("forward", [&] { cpu::attention_forward(p); });
   }
@@ -59,6 +47,10 @@ class CpuBackend final : public Backend {
                  const TensorRef& dst, void*) override {
     return run_kernel("convert", [&] { cpu::convert(batch, s, h, d, src, dst); });
   }
+  Status accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                    const TensorRef& dst, void*) override {
+    return run_kernel("accumulate", [&] { cpu::accumulate(batch, s, h, d, src, dst); });
+  }
   Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
                       void*) override {
     for (int64_t b = 0; b < batch; ++b) {
@@ -67,6 +59,11 @@ class CpuBackend final : public Backend {
         for (int64_t i = 0; i < s; ++i) row[i] = value;
       }
     }
+    return RINGATTN_SUCCESS;
+  }
+
+  Status upload(void* dst, const void* host, size_t bytes, void*) override {
+    std::memcpy(dst, host, bytes);
     return RINGATTN_SUCCESS;
   }
 
@@ -100,8 +97,8 @@ Status get_backend(const ringattn_backend_t& kind, Backend** out) {
     *out = cuda_backend();
     return *out != nullptr ? RINGATTN_SUCCESS : RINGATTN_ERROR_UNSUPPORTED;
   }
-  return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                    "argument 'backend' has an unknown value %lld", static_cast<long long>(value));
+  return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "argument 'backend' has an unknown value %lld",
+                    static_cast<long long>(value));
 }
 
 }  // namespace ringattn

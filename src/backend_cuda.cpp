@@ -22,17 +22,6 @@ Status cuda_status(cudaError_t err, const char* what) {
 
 cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
-// Compute capability of the current device, or -1 with the error set when there is none.
-int device_major() {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return -1;
-  }
-  return major;
-}
-
 // The last use of memory by calls on other streams, as an event (see Backend::UseFence).
 class CudaUseFence final : public Backend::UseFence {
  public:
@@ -79,26 +68,7 @@ class CudaBackend final : public Backend {
  public:
   ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CUDA; }
 
-  Status supports(int64_t head_dim, DType dtype) const override {
-    if (head_dim < 8 || head_dim > cuda::kMaxHeadDim || head_dim % 8 != 0) {
-      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
-                        "cuda backend: head dim %lld is unsupported (8..%lld in steps of 8)",
-                        static_cast<long long>(head_dim),
-                        static_cast<long long>(cuda::kMaxHeadDim));
-    }
-    if (dtype != kF32 && dtype != kF16 && dtype != kBF16) {
-      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cuda backend: unsupported dtype");
-    }
-    const int major = device_major();
-    if (major < 0) {
-      return set_error(RINGATTN_ERROR_UNSUPPORTED, "cuda backend: no CUDA device is available");
-    }
-    if (major < 8) {
-      return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
-                        "cuda backend: compute capability %d.x is unsupported (needs 8.0+)", major);
-    }
-    return RINGATTN_SUCCESS;
-  }
+  int32_t arch() const override { return cuda::device_arch(); }
 
   Status forward(const FwdParams& p, void* stream) override {
     if (p.out_mode == kOutMergeF32 && p.lse.data == nullptr) {
@@ -119,10 +89,20 @@ class CudaBackend final : public Backend {
                  const TensorRef& dst, void* stream) override {
     return cuda_status(cuda::convert(batch, s, h, d, src, dst, as_stream(stream)), "convert");
   }
+  Status accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                    const TensorRef& dst, void* stream) override {
+    return cuda_status(cuda::accumulate(batch, s, h, d, src, dst, as_stream(stream)), "accumulate");
+  }
   Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
                       void* stream) override {
     return cuda_status(cuda::fill_rowstat(batch, h, s, dst, value, as_stream(stream)),
                        "fill_rowstat");
+  }
+
+  int32_t max_inline_runs() const override { return cuda::kInlineRuns; }
+  Status upload(void* dst, const void* host, size_t bytes, void* stream) override {
+    return cuda_status(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, as_stream(stream)),
+                       "cudaMemcpyAsync of position maps");
   }
 
   void* alloc(size_t bytes, void* stream) override {

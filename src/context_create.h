@@ -9,8 +9,8 @@
 
 #include "backend.h"
 #include "ring_context.h"
-#include "status.h"
 #include "ringattn/ringattn_ring.h"
+#include "status.h"
 #include "transport.h"
 #include "validate.h"
 
@@ -20,9 +20,12 @@ struct ringattn_context {
 
 namespace ringattn {
 
-// The first published ringattn_context_options_t ended with chunks.
+// The published versions of ringattn_context_options_t before this one: the first ended with
+// chunks, the second with capturable.
 constexpr size_t kOptionsFirstVersion =
     offsetof(ringattn_context_options_t, chunks) + sizeof(int32_t);
+constexpr size_t kOptionsSecondVersion =
+    offsetof(ringattn_context_options_t, capturable) + sizeof(int32_t);
 
 // What every constructor shares (options, backend, the context); `make` builds the transport:
 // std::unique_ptr<comm::Transport>(int64_t timeout_ms, Backend*, bool capturable, Status*,
@@ -37,12 +40,13 @@ Status create_with(const ringattn_backend_t& backend, const ringattn_context_opt
   if (out == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'ctx' is NULL");
   *out = nullptr;
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  if (options != nullptr && !read_versioned(*options, kOptionsFirstVersion, &opts)) {
+  if (options != nullptr &&
+      !read_versioned(*options, {kOptionsFirstVersion, kOptionsSecondVersion}, &opts)) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                      "'options'.struct_size is %zu, expected %zu (or %zu, the first version): "
-                      "initialize with RINGATTN_CONTEXT_OPTIONS_INIT",
+                      "'options'.struct_size is %zu, expected %zu (or %zu or %zu, the earlier "
+                      "versions): initialize with RINGATTN_CONTEXT_OPTIONS_INIT",
                       options->struct_size, sizeof(ringattn_context_options_t),
-                      kOptionsFirstVersion);
+                      kOptionsFirstVersion, kOptionsSecondVersion);
   }
   if (opts.chunks > 1024) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'options'.chunks is %d, at most 1024",
@@ -66,9 +70,13 @@ Status create_with(const ringattn_backend_t& backend, const ringattn_context_opt
   std::string err;
   std::unique_ptr<comm::Transport> transport = make(timeout, be, capturable, &st, &err);
   if (!transport) return set_error(st, err);
+  // Collective: every rank checks and agrees on the hybrid layout.
+  HybridLayout layout;
+  RINGATTN_RETURN_IF_ERROR(
+      agree_hybrid_layout(transport.get(), opts.ulysses_degree, opts.placement, &layout));
   const int32_t chunks = opts.chunks > 0 ? opts.chunks : 4;
   std::unique_ptr<ringattn_context> ctx(new ringattn_context);
-  ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable));
+  ctx->ring.reset(new RingContext(std::move(transport), be, chunks, capturable, std::move(layout)));
   *out = ctx.release();
   return RINGATTN_SUCCESS;
   RINGATTN_API_GUARD_END

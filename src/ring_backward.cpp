@@ -1,8 +1,10 @@
 // Ring backward (DESIGN.md): Delta = rowsum(dO * O) once; K/V travel as in forward, and float32
 // dK/dV accumulators travel one step behind them, chunk by chunk: a rank adds its contribution
 // for chunk c of the block it holds into the accumulator that the previous rank sent for that
-// chunk, then forwards it. After the last step each accumulator reaches the block's owner.
-// dQ accumulates locally in float32. Gradients are cast once at the end.
+// chunk, then forwards it. A block's accumulator starts at the first rank after its owner (step
+// 1) and reaches the owner after the last step, which adds its own contribution (step 0, kept
+// locally): P - 1 hops per block, not P. dQ accumulates locally in float32. Gradients are cast
+// once at the end.
 //
 // Chunks (along the block's key rows) let the accumulators of chunk c travel while the later
 // chunks compute, so the only exposed gradient transfer is the final chunk's last hop.
@@ -27,8 +29,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
                                  ringattn_tensor_t* dq, ringattn_tensor_t* dk,
                                  ringattn_tensor_t* dv, void* stream) {
   const RingPlan& plan = cur_->plan;
-  const AttnShape& shape = cur_->shape;
-  const int32_t P = plan.world(), C = plan.chunks(), me = transport_->rank();
+  const AttnShape& shape = cur_->ring;
+  const int32_t P = plan.world(), C = plan.chunks(), me = ring_->rank();
   const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
   const bool packed = shape.packed;
   stats_.steps = P;
@@ -44,20 +46,22 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   const size_t qpack_bytes = at.qpack_bytes;
   // Every backward call of this ring call shares its query rows: the fields they share are set
   // once here, and the backend may pack the query side once (0 bytes: it packs per call).
-  BwdParams qside = query_side_shape(shape);
+  BwdParams qside = query_side_shape(shape, cur_->opts);
   char* ws = nullptr;
-  RINGATTN_RETURN_IF_ERROR(workspace(kOpBackward, at.total, stream, &ws));
+  RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   char* kv[2] = {ws, ws + kv_bytes};
   char* p0 = ws + 2 * kv_bytes;
   const TensorRef dq_acc{p0, kF32, S * Hq * D, Hq * D, D};
   const RowStatRef delta{reinterpret_cast<float*>(p0 + dq_bytes), Hq * S, S};
+  // Accumulators in flight (double-buffered by step), and this rank's own block's (step 0).
   char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};
+  char* const own = grad[1] + grad_bytes;
   auto grad_ref = [&](char* buf, int which, int32_t c) {
     float* base = reinterpret_cast<float*>(buf + slot_bytes * c) + which * B * Hkv * D;
     return TensorRef{base, kF32, Hkv * D, grad_row, D};
   };
   auto slot = [&](char* buf, int32_t c) { return buf + slot_bytes * c; };
-  char* const qpack = grad[1] + grad_bytes;
+  char* const qpack = own + grad_bytes;
 
   qside.q = tensor_ref(*q, packed);
   qside.dout = tensor_ref(*dout, packed);
@@ -65,8 +69,6 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   qside.delta = delta;
   qside.dq = dq_acc;
   qside.accumulate = true;
-  qside.scale = cur_->opts.scale;
-  qside.mask = cur_->opts.mask;
   qside.q_pos = plan.block_map(me);
   const TensorRef zero{nullptr, kF32, 0, 0, 0};
   RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
@@ -77,9 +79,14 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       qside.query_pack = qpack;
     }
     RINGATTN_RETURN_IF_ERROR(backend_->convert(B, S, Hq, D, zero, dq_acc, stream));
-    // The first step's accumulators start at zero; later ones arrive from the previous rank.
-    return backend_->convert(1, plan.slot_rows() * C * 2 * B, Hkv, D, zero,
-                             TensorRef{grad[0], kF32, 0, Hkv * D, D}, stream);
+    // Steps 0 (this rank's own block) and 1 (the first visit of the previous rank's block)
+    // start their accumulators at zero; later ones arrive from the previous rank.
+    const int64_t slot_rows = plan.slot_rows() * C * 2 * B;
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(1, slot_rows, Hkv, D, zero,
+                                               TensorRef{own, kF32, 0, Hkv * D, D}, stream));
+    if (P == 1) return RINGATTN_SUCCESS;
+    return backend_->convert(1, slot_rows, Hkv, D, zero, TensorRef{grad[1], kF32, 0, Hkv * D, D},
+                             stream);
   }));
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
 
@@ -88,7 +95,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   int cur = 0;
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
-    const int a = i % 2;  // accumulators of this step's block
+    const int a = i % 2;                  // accumulators in flight of this step's block
+    char* const acc = i == 0 ? own : grad[a];  // where this step's contributions go
     if (i + 1 < P) {
       const Status st = start_kv(i, kv, cur, kv_row, &ex);
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
@@ -96,7 +104,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
     for (int32_t c = 0; c < C; ++c) {
       const RowChunk& kc = plan.k_chunk(src, c);
-      if (i > 0) {
+      if (i > 1) {  // the accumulator of this chunk arrived from the previous rank
         const Status st = wait(&chunk_ex_[c]);
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
       }
@@ -105,15 +113,15 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
         p.sk = kc.rows;
         p.k = kv_ref(kv[cur], 0, kc.row0);
         p.v = kv_ref(kv[cur], 1, kc.row0);
-        p.dk = grad_ref(grad[a], 0, c);
-        p.dv = grad_ref(grad[a], 1, c);
+        p.dk = grad_ref(acc, 0, c);
+        p.dv = grad_ref(acc, 1, c);
         p.k_pos = plan.map(kc);
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
       }
-      if (P > 1) {
+      if (i > 0) {
         // Forward this chunk's accumulators; receive the same chunk of the next step's block
-        // (after the last step: of this rank's own block, complete).
+        // (after the last step: of this rank's own block, all but this rank's contribution).
         const int32_t nsrc = plan.step_source((i + 1) % P);
         const size_t send = sizeof(float) * static_cast<size_t>(kc.rows * grad_row);
         const size_t recv =
@@ -131,7 +139,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       cur = 1 - cur;
     }
   }
-  char* final_grad = P > 1 ? grad[P % 2] : grad[0];
+  char* const others = grad[P % 2];  // the other ranks' contributions to this rank's block
   for (int32_t c = 0; c < C; ++c) {
     if (P > 1) {
       const Status st = wait(&chunk_ex_[c]);
@@ -142,11 +150,17 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     // Later chunks' accumulators may still be arriving: a failure here abandons them too, so
     // that no exchange outlives the call.
     const Status st = timed_compute([&] {
-      RINGATTN_RETURN_IF_ERROR(backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 0, c),
-                                                 offset_rows(tensor_ref(*dk, packed), kc.row0),
-                                                 stream));
-      return backend_->convert(B, kc.rows, Hkv, D, grad_ref(final_grad, 1, c),
-                               offset_rows(tensor_ref(*dv, packed), kc.row0), stream);
+      for (int which = 0; which < 2; ++which) {
+        if (P > 1) {
+          RINGATTN_RETURN_IF_ERROR(backend_->accumulate(B, kc.rows, Hkv, D,
+                                                        grad_ref(others, which, c),
+                                                        grad_ref(own, which, c), stream));
+        }
+        RINGATTN_RETURN_IF_ERROR(backend_->convert(
+            B, kc.rows, Hkv, D, grad_ref(own, which, c),
+            offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), stream));
+      }
+      return RINGATTN_SUCCESS;
     });
     if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
   }

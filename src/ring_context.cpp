@@ -22,8 +22,17 @@ RowStatRef offset_rows(const RowStatRef& t, int64_t row0) {
 }
 
 RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
-                         int32_t chunks, bool capturable)
-    : transport_(std::move(transport)), backend_(backend), chunks_(chunks) {
+                         int32_t chunks, bool capturable, HybridLayout layout)
+    : transport_(std::move(transport)),
+      layout_(std::move(layout)),
+      backend_(backend),
+      chunks_(chunks) {
+  ring_ = transport_.get();
+  if (layout_.hybrid()) {
+    ring_view_.reset(new comm::SubgroupTransport(transport_.get(), layout_.ring_group()));
+    uly_view_.reset(new comm::SubgroupTransport(transport_.get(), layout_.ulysses_group()));
+    ring_ = ring_view_.get();
+  }
   chunk_ex_.resize(static_cast<size_t>(chunks_));
   chunk_init_.resize(static_cast<size_t>(chunks_));
   if (!capturable) timer_ = backend_->make_timer();
@@ -37,7 +46,9 @@ RingContext::~RingContext() {
   // cancelled): leak it rather than free memory that MPI may touch.
   // The legacy stream waits for the last call that used the workspace (recorded on its own
   // stream) before the free: no host wait, and no free overtaking a kernel still reading it.
-  if (ws_ != nullptr && !transport_->broken()) release_workspace(nullptr);
+  if (transport_->broken()) return;
+  release_after_use(backend_, ws_fence_.get(), own_.device_runs, nullptr);
+  if (ws_ != nullptr) release_workspace(nullptr);
 }
 
 void RingContext::release_workspace(void* stream) {
@@ -102,9 +113,9 @@ Status RingContext::workspace_for(RingOp op, size_t bytes, void* stream) {
 Status RingContext::abandon(Status st, comm::Exchange* ex) {
   const std::string msg = last_error();
   // A broken transport fails every wait at once; a healthy one finishes what is in flight.
-  if (ex != nullptr && ex->active) transport_->wait(ex);
+  if (ex != nullptr && ex->active) ring_->wait(ex);
   for (comm::Exchange& e : chunk_ex_) {
-    if (e.active) transport_->wait(&e);
+    if (e.active) ring_->wait(&e);
   }
   return set_error(st, msg);
 }
@@ -115,8 +126,8 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
                           size_t recv_bytes, int src, int tag, comm::Exchange* ex, bool relay) {
   const double t0 = ring_now();
   const Status st =
-      relay ? transport_->start_relay(send, send_bytes, dst, recv, recv_bytes, src, tag, ex)
-            : transport_->start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
+      relay ? ring_->start_relay(send, send_bytes, dst, recv, recv_bytes, src, tag, ex)
+            : ring_->start_exchange(send, send_bytes, dst, recv, recv_bytes, src, tag, ex);
   stats_.comm_wait_seconds += ring_now() - t0;
   stats_.bytes_sent += static_cast<int64_t>(send_bytes);
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
@@ -125,7 +136,7 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
 Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row,
                              comm::Exchange* ex) {
   const RingPlan& plan = cur_->plan;
-  const int P = plan.world(), me = transport_->rank();
+  const int P = plan.world(), me = ring_->rank();
   const size_t send = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * kv_row;
   const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
   return start(kv[cur], send, (me + 1) % P, kv[1 - cur], recv, (me - 1 + P) % P, kTagKv, ex,
@@ -134,19 +145,19 @@ Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_ro
 
 Status RingContext::wait(comm::Exchange* ex) {
   const double t0 = ring_now();
-  const Status st = transport_->wait(ex);
+  const Status st = ring_->wait(ex);
   stats_.comm_wait_seconds += ring_now() - t0;
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
 }
 
 void RingContext::progress(comm::Exchange* exs, int n) {
   const double t0 = ring_now();
-  for (int i = 0; i < n; ++i) transport_->progress(&exs[i]);
+  for (int i = 0; i < n; ++i) ring_->progress(&exs[i]);
   stats_.comm_wait_seconds += ring_now() - t0;
 }
 
 TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
-  const AttnShape& sh = cur_->shape;
+  const AttnShape& sh = cur_->ring;
   const int64_t B = sh.batch, H = sh.hkv, D = sh.d;
   const int64_t row = 2 * B * H * D;
   const int64_t off = row0 * row + which * B * H * D;
@@ -156,12 +167,11 @@ TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
 
 Status RingContext::pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf,
                             void* stream) {
-  const AttnShape& sh = cur_->shape;
+  const AttnShape& sh = cur_->ring;
   if (sh.seq == 0 || sh.batch == 0) return RINGATTN_SUCCESS;
   return timed_compute([&] {
-    RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d,
-                                               tensor_ref(*k, sh.packed), kv_ref(buf, 0, 0),
-                                               stream));
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(
+        sh.batch, sh.seq, sh.hkv, sh.d, tensor_ref(*k, sh.packed), kv_ref(buf, 0, 0), stream));
     return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, tensor_ref(*v, sh.packed),
                              kv_ref(buf, 1, 0), stream);
   });
@@ -201,7 +211,7 @@ Status RingContext::check_share(const AttnShape& shape, const AttnOptions& opts)
 }
 
 FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) const {
-  const AttnShape& sh = st.shape;
+  const AttnShape& sh = st.ring;
   const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   FwdLayout at;
   at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
@@ -212,7 +222,7 @@ FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) 
 }
 
 BwdLayout RingContext::backward_layout(const RingProblemState& st) const {
-  const AttnShape& sh = st.shape;
+  const AttnShape& sh = st.ring;
   const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   BwdLayout at;
   at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
@@ -221,24 +231,40 @@ BwdLayout RingContext::backward_layout(const RingProblemState& st) const {
   const int64_t grad_row = 2 * sh.batch * sh.hkv * sh.d;
   at.slot_bytes = sizeof(float) * static_cast<size_t>(st.plan.slot_rows() * grad_row);
   at.grad_bytes = align64(at.slot_bytes * static_cast<size_t>(st.plan.chunks()));
-  at.qpack_bytes = align64(backend_->backward_query_pack_bytes(query_side_shape(sh)));
-  at.total = 2 * at.kv_bytes + at.dq_bytes + at.delta_bytes + 2 * at.grad_bytes +
-             at.qpack_bytes + 64;
+  at.qpack_bytes = align64(backend_->backward_query_pack_bytes(query_side_shape(sh, st.opts)));
+  at.total =
+      2 * at.kv_bytes + at.dq_bytes + at.delta_bytes + 3 * at.grad_bytes + at.qpack_bytes + 64;
   return at;
 }
 
-Status RingContext::workspace(RingOp op, size_t bytes, void* stream, char** ws) {
-  if (cur_ != &own_) {  // a plan run
-    if (run_ws_ == nullptr || bytes > run_ws_bytes_) {
-      return set_errorf(RINGATTN_ERROR_INTERNAL,
-                        "rank %d: the run's workspace holds %zu bytes, the plan needs %zu",
-                        transport_->rank(), run_ws_bytes_, bytes);
-    }
-    *ws = run_ws_;
-    return RINGATTN_SUCCESS;
+size_t RingContext::run_bytes(const RingProblemState& st, RingOp op, bool has_lse) const {
+  if (layout_.hybrid()) return hybrid_regions(st, op == kOpBackward).total;
+  return op == kOpBackward ? backward_layout(st).total : forward_layout(st, has_lse).total;
+}
+
+Status RingContext::run_call_forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                                     const ringattn_tensor_t* v, ringattn_tensor_t* o,
+                                     ringattn_tensor_t* lse, void* stream) {
+  return layout_.hybrid() ? run_hybrid_forward(q, k, v, o, lse, stream)
+                          : run_forward(q, k, v, o, lse, stream);
+}
+
+Status RingContext::run_call_backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+                                      const ringattn_tensor_t* v, const ringattn_tensor_t* o,
+                                      const ringattn_tensor_t* lse, const ringattn_tensor_t* dout,
+                                      ringattn_tensor_t* dq, ringattn_tensor_t* dk,
+                                      ringattn_tensor_t* dv, void* stream) {
+  return layout_.hybrid() ? run_hybrid_backward(q, k, v, lse, o, dout, dq, dk, dv, stream)
+                          : run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+}
+
+Status RingContext::workspace(size_t bytes, char** ws) const {
+  if (run_ws_ == nullptr || bytes > run_ws_bytes_) {
+    return set_errorf(RINGATTN_ERROR_INTERNAL,
+                      "rank %d: the run's workspace holds %zu bytes, the plan needs %zu",
+                      transport_->rank(), run_ws_bytes_, bytes);
   }
-  RINGATTN_RETURN_IF_ERROR(workspace_for(op, bytes, stream));
-  *ws = ws_;
+  *ws = run_ws_;
   return RINGATTN_SUCCESS;
 }
 
@@ -263,25 +289,54 @@ Status check_plan_shape(const AttnShape& got, const AttnShape& plan) {
 
 }  // namespace
 
+Status RingContext::local_problem(Status st, const AttnShape& shape,
+                                  const ringattn_attn_params_t* params, AttnOptions* opts,
+                                  std::string* message) const {
+  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, opts);
+  if (st == RINGATTN_SUCCESS) st = check_share(shape, *opts);
+  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype, opts->mask);
+  HeadSplit heads;
+  if (st == RINGATTN_SUCCESS && layout_.hybrid()) {
+    st = split_heads(shape.hq, shape.hkv, layout_.ulysses, &heads);
+  }
+  *message = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  return st;
+}
+
 Status RingContext::make_plan(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                               const ringattn_tensor_t* v,
-                              const ringattn_attn_params_t* caller_params,
-                              RingProblemState* state, size_t* ws_bytes) {
+                              const ringattn_attn_params_t* caller_params, RingProblemState* state,
+                              size_t* ws_bytes) {
   ringattn_attn_params_t params_copy;
   const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   stats_ = RingStats{};
   AttnShape shape;
   AttnOptions opts;
-  Status st = validate_qkv_tensors(q, k, v, &shape);
-  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
-  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
-  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
-  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
+  std::string msg;
+  const Status st =
+      local_problem(validate_qkv_tensors(q, k, v, &shape), shape, params, &opts, &msg);
   int64_t global_seq = 0;
   RINGATTN_RETURN_IF_ERROR(agree(kOpPlan, st, msg, shape, opts, params, true, &global_seq));
   build_state(shape, opts, global_seq, state);
-  const size_t fwd = forward_layout(*state, false).total, bwd = backward_layout(*state).total;
+  const size_t fwd = run_bytes(*state, kOpForward, false),
+               bwd = run_bytes(*state, kOpBackward, true);
   *ws_bytes = fwd > bwd ? fwd : bwd;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::upload_runs(RingProblemState* state, void* stream) {
+  const RingPlan& plan = state->plan;
+  if (plan.max_map_runs() <= backend_->max_inline_runs()) return RINGATTN_SUCCESS;
+  const size_t bytes = sizeof(PosRun) * plan.runs().size();
+  void* dev = backend_->alloc(bytes, stream);
+  if (dev == nullptr) return RINGATTN_ERROR_OUT_OF_MEMORY;  // alloc set the message
+  const Status st = backend_->upload(dev, plan.runs().data(), bytes, stream);
+  if (st != RINGATTN_SUCCESS) {
+    backend_->free(dev, stream);
+    return st;
+  }
+  state->device_runs = dev;
+  state->plan.set_device_runs(static_cast<const PosRun*>(dev));
   return RINGATTN_SUCCESS;
 }
 
@@ -309,7 +364,7 @@ Status RingContext::in_plan(const RingProblemState& state, const AttnShape& shap
   run_ws_ = ws;
   run_ws_bytes_ = ws_bytes;
   const Status st = run();
-  cur_ = &own_;
+  cur_ = nullptr;
   run_ws_ = nullptr;
   run_ws_bytes_ = 0;
   return st;
@@ -324,7 +379,7 @@ Status RingContext::plan_forward(const RingProblemState& state, const ringattn_t
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(validate_forward_tensors(q, k, v, o, lse, &shape));
   const Status st = in_plan(state, shape, ws, ws_bytes, stream,
-                            [&] { return run_forward(q, k, v, o, lse, stream); });
+                            [&] { return run_call_forward(q, k, v, o, lse, stream); });
   stats_.total_seconds = ring_now() - t0;
   return st;
 }
@@ -340,7 +395,7 @@ Status RingContext::plan_backward(const RingProblemState& state, const ringattn_
   AttnShape shape;
   RINGATTN_RETURN_IF_ERROR(validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape));
   const Status st = in_plan(state, shape, ws, ws_bytes, stream, [&] {
-    return run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+    return run_call_backward(q, k, v, o, lse, dout, dq, dk, dv, stream);
   });
   stats_.total_seconds = ring_now() - t0;
   return st;
@@ -348,8 +403,7 @@ Status RingContext::plan_backward(const RingProblemState& state, const ringattn_
 
 Status RingContext::agree(RingOp op, Status local_status, const std::string& local_message,
                           const AttnShape& shape, const AttnOptions& opts,
-                          const ringattn_attn_params_t* params, bool has_lse,
-                          int64_t* global_seq) {
+                          const ringattn_attn_params_t* params, bool has_lse, int64_t* global_seq) {
   int64_t fp[kFingerprintSize];
   make_fingerprint(op, local_status, shape, opts, params, has_lse, chunks_, fp);
   const double t0 = ring_now();
@@ -364,8 +418,13 @@ void RingContext::build_state(const AttnShape& shape, const AttnOptions& opts, i
   state->shape = shape;
   state->opts = opts;
   RingProblem prob;
-  prob.world = transport_->size();
-  prob.rank = transport_->rank();
+  prob.world = ring_->size();
+  prob.rank = ring_->rank();
+  if (layout_.hybrid()) {
+    prob.ulysses = layout_.ulysses;
+    prob.layout_world = layout_.world;
+    prob.members = layout_.members;
+  }
   prob.scheme = opts.scheme;
   prob.packed = shape.packed;
   prob.batch = shape.batch;
@@ -377,30 +436,47 @@ void RingContext::build_state(const AttnShape& shape, const AttnOptions& opts, i
   prob.mask = opts.mask;
   prob.chunks = chunks_;
   state->plan.build(prob);
+  state->ring = shape;
+  if (layout_.hybrid()) {
+    // The ring runs over this rank's block (its Ulysses group's rows) and its heads.
+    split_heads(shape.hq, shape.hkv, layout_.ulysses, &state->heads);  // checked when validated
+    state->ring.seq = state->plan.rows_of(layout_.ring_rank);
+    state->ring.hq = state->heads.hq;
+    state->ring.hkv = state->heads.hkv;
+  }
 }
 
-Status RingContext::prepare(RingOp op, Status local_status, const std::string& local_message,
-                            const AttnShape& shape, const AttnOptions& opts,
-                            const ringattn_attn_params_t* params, bool has_lse) {
+Status RingContext::one_shot_plan(RingOp op, Status local_status, const std::string& local_message,
+                                  const AttnShape& shape, const AttnOptions& opts,
+                                  const ringattn_attn_params_t* params, bool has_lse,
+                                  void* stream) {
   stats_ = RingStats{};
-  cur_ = &own_;
+  transport_->set_stream(stream);  // a device transport's agreement is ordered on it
   int64_t global_seq = 0;
   RINGATTN_RETURN_IF_ERROR(
       agree(op, local_status, local_message, shape, opts, params, has_lse, &global_seq));
-  own_.shape = shape;
-  own_.opts = opts;
   // The plan depends on everything in the fingerprints but the operation (forward and backward
   // share it). Compared in place: the hot path allocates nothing.
   bool same = plan_valid_ && plan_key_.size() == agreed_.size();
   for (size_t i = 0; same && i < agreed_.size(); ++i) {
     same = i % kFingerprintSize == kFingerprintOpField || plan_key_[i] == agreed_[i];
   }
-  if (same) return RINGATTN_SUCCESS;
-  build_state(shape, opts, global_seq, &own_);
-  plan_key_ = agreed_;
-  plan_valid_ = true;
-  ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;
-  return RINGATTN_SUCCESS;
+  if (!same) {
+    // The previous problem's device runs are freed after the last call that read them.
+    release_after_use(backend_, ws_fence_.get(), own_.device_runs, stream);
+    own_.device_runs = nullptr;
+    build_state(shape, opts, global_seq, &own_);
+    plan_key_ = agreed_;
+    plan_valid_ = true;
+    ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;
+    // Inside a capture the kernels upload the maps themselves (into the graph's memory); a
+    // failed upload leaves them to do so too.
+    if (!backend_->stream_capturing(stream) && upload_runs(&own_, stream) != RINGATTN_SUCCESS) {
+      clear_error();
+    }
+  }
+  const size_t bytes = run_bytes(own_, op, has_lse);
+  return workspace_for(op, bytes, stream);
 }
 
 void RingContext::begin_call(void* stream) {
@@ -416,16 +492,15 @@ Status RingContext::forward(const ringattn_tensor_t* q, const ringattn_tensor_t*
   ringattn_attn_params_t params_copy;
   const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   const double t0 = ring_now();
-  begin_call(stream);
   AttnShape shape;
   AttnOptions opts;
-  Status st = validate_forward_tensors(q, k, v, o, lse, &shape);
-  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
-  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
-  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
-  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
-  RINGATTN_RETURN_IF_ERROR(prepare(kOpForward, st, msg, shape, opts, params, lse != nullptr));
-  st = run_forward(q, k, v, o, lse, stream);
+  std::string msg;
+  const Status local =
+      local_problem(validate_forward_tensors(q, k, v, o, lse, &shape), shape, params, &opts, &msg);
+  RINGATTN_RETURN_IF_ERROR(
+      one_shot_plan(kOpForward, local, msg, shape, opts, params, lse != nullptr, stream));
+  const Status st = in_plan(own_, shape, ws_, ws_bytes_, stream,
+                            [&] { return run_call_forward(q, k, v, o, lse, stream); });
   end_call(stream);
   stats_.total_seconds = ring_now() - t0;
   return st;
@@ -439,16 +514,17 @@ Status RingContext::backward(const ringattn_tensor_t* q, const ringattn_tensor_t
   ringattn_attn_params_t params_copy;
   const ringattn_attn_params_t* params = versioned_params(caller_params, &params_copy);
   const double t0 = ring_now();
-  begin_call(stream);
   AttnShape shape;
   AttnOptions opts;
-  Status st = validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape);
-  if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, &opts);
-  if (st == RINGATTN_SUCCESS) st = check_share(shape, opts);
-  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype);
-  const std::string msg = st == RINGATTN_SUCCESS ? std::string() : last_error();
-  RINGATTN_RETURN_IF_ERROR(prepare(kOpBackward, st, msg, shape, opts, params, true));
-  st = run_backward(q, k, v, lse, o, dout, dq, dk, dv, stream);
+  std::string msg;
+  const Status local =
+      local_problem(validate_backward_tensors(q, k, v, o, lse, dout, dq, dk, dv, &shape), shape,
+                    params, &opts, &msg);
+  RINGATTN_RETURN_IF_ERROR(
+      one_shot_plan(kOpBackward, local, msg, shape, opts, params, true, stream));
+  const Status st = in_plan(own_, shape, ws_, ws_bytes_, stream, [&] {
+    return run_call_backward(q, k, v, o, lse, dout, dq, dk, dv, stream);
+  });
   end_call(stream);
   stats_.total_seconds = ring_now() - t0;
   return st;

@@ -10,7 +10,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
                                 const ringattn_tensor_t* v, ringattn_tensor_t* o,
                                 ringattn_tensor_t* lse, void* stream) {
   const RingPlan& plan = cur_->plan;
-  const AttnShape& shape = cur_->shape;
+  const AttnShape& shape = cur_->ring;
   const int32_t P = plan.world(), C = plan.chunks();
   const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
   stats_.steps = P;
@@ -19,7 +19,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
   const FwdLayout at = forward_layout(*cur_, lse != nullptr);
   char* ws = nullptr;
-  RINGATTN_RETURN_IF_ERROR(workspace(kOpForward, at.total, stream, &ws));
+  RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   char* kv[2] = {ws, ws + at.kv_bytes};
   float* o32 = reinterpret_cast<float*>(ws + 2 * at.kv_bytes);
   const TensorRef o_acc{o32, kF32, S * Hq * D, Hq * D, D};
@@ -29,6 +29,8 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
           ? rowstat_ref(*lse, shape.packed)
           : RowStatRef{reinterpret_cast<float*>(ws + 2 * at.kv_bytes + at.o_bytes), Hq * S, S};
   const TensorRef qref = tensor_ref(*q, shape.packed);
+  FwdParams call{};  // what every chunk's call shares
+  set_call_problem(shape, cur_->opts, &call);
 
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
@@ -45,20 +47,14 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     for (int32_t c = 0; c < C; ++c) {
       if (!plan.fwd_visible(i, c)) continue;
       const RowChunk& qc = plan.q_chunk(c);
-      FwdParams p{};
-      p.batch = B;
+      FwdParams p = call;
       p.sq = qc.rows;
       p.sk = plan.rows_of(src);
-      p.hq = Hq;
-      p.hkv = Hkv;
-      p.d = D;
       p.q = offset_rows(qref, qc.row0);
       p.k = kv_ref(kv[cur], 0, 0);
       p.v = kv_ref(kv[cur], 1, 0);
       p.o = offset_rows(o_acc, qc.row0);
       p.lse = offset_rows(lse_acc, qc.row0);
-      p.scale = cur_->opts.scale;
-      p.mask = cur_->opts.mask;
       p.q_pos = plan.map(qc);
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;

@@ -48,27 +48,51 @@ RowChunk RingPlan::slice(const RowChunk& whole, int64_t row0, int64_t rows) {
 void RingPlan::build(const RingProblem& prob) {
   prob_ = prob;
   const int32_t P = prob.world, C = prob.chunks;
+  device_runs_ = nullptr;  // a copy of the previous runs, if any, is its holder's to free
   runs_.clear();
   rows_.assign(P, 0);
   block_.assign(P, RowChunk{});
-  // Whole blocks: the runs of every rank, sequence after sequence.
+  const int32_t U = prob.members.empty() ? 1 : prob.ulysses;
+  prob_.ulysses = U;
+  const int32_t layout_world = prob.members.empty() ? P : prob.layout_world;
+  member_rows_.assign(static_cast<size_t>(P) * U, 0);
+  segments_.clear();
+  segment0_.assign(static_cast<size_t>(P) * U + 1, 0);
+  // Whole blocks: the runs of every rank, sequence after sequence (hybrid: within a sequence,
+  // the part of each member in turn, so that runs stay ordered by sequence). Each member's rows
+  // of a sequence are one segment of the block.
+  std::vector<std::vector<Segment>> member_segments(static_cast<size_t>(U));
   for (int32_t s = 0; s < P; ++s) {
     RowChunk& blk = block_[s];
     blk.run0 = static_cast<int32_t>(runs_.size());
-    if (prob.packed) {
-      for (size_t b = 0; b + 1 < prob.cu_seqlens.size(); ++b) {
+    std::vector<int64_t> local(static_cast<size_t>(U), 0);  // each member's rows so far
+    for (auto& m : member_segments) m.clear();
+    const size_t nseq = prob.packed ? prob.cu_seqlens.size() - 1 : 1;
+    for (size_t b = 0; b < nseq; ++b) {
+      for (int32_t u = 0; u < U; ++u) {
+        const int32_t owner =
+            prob.members.empty() ? s : prob.members[static_cast<size_t>(s) * U + u];
+        const int64_t len =
+            prob.packed ? prob.cu_seqlens[b + 1] - prob.cu_seqlens[b] : prob.seq_len;
         PosRun tmp[2];
-        const int64_t len = prob.cu_seqlens[b + 1] - prob.cu_seqlens[b];
-        const int32_t n = scheme_runs(prob.scheme, static_cast<int64_t>(b), len, P, s, tmp);
-        for (int32_t i = 0; i < n; ++i) runs_.push_back(tmp[i]);
+        const int32_t n = scheme_runs(prob.scheme, prob.packed ? static_cast<int64_t>(b) : 0, len,
+                                      layout_world, owner, tmp);
+        int64_t rows = 0;
+        for (int32_t i = 0; i < n; ++i) {
+          runs_.push_back(tmp[i]);
+          rows += tmp[i].count;
+        }
+        if (rows > 0) member_segments[u].push_back(Segment{local[u], blk.rows, rows});
+        local[u] += rows;
+        blk.rows += rows;
       }
-    } else {
-      PosRun tmp[2];
-      const int32_t n = scheme_runs(prob.scheme, 0, prob.seq_len, P, s, tmp);
-      for (int32_t i = 0; i < n; ++i) runs_.push_back(tmp[i]);
+    }
+    for (int32_t u = 0; u < U; ++u) {
+      member_rows_[static_cast<size_t>(s) * U + u] = local[u];
+      segments_.insert(segments_.end(), member_segments[u].begin(), member_segments[u].end());
+      segment0_[static_cast<size_t>(s) * U + u + 1] = static_cast<int32_t>(segments_.size());
     }
     blk.num_runs = static_cast<int32_t>(runs_.size()) - blk.run0;
-    for (int32_t i = 0; i < blk.num_runs; ++i) blk.rows += runs_[blk.run0 + i].count;
     rows_[s] = blk.rows;
   }
   max_rows_ = 0;
@@ -104,6 +128,12 @@ void RingPlan::build(const RingProblem& prob) {
       bwd_visible_[i * C + c] = own.rows > 0 && kc.rows > 0 &&
                                 runs_may_see(prob.mask, runs_.data() + own.run0, own.num_runs,
                                              runs_.data() + kc.run0, kc.num_runs);
+    }
+  }
+  max_map_runs_ = 0;
+  for (const std::vector<RowChunk>* maps : {&block_, &q_chunks_, &k_chunks_}) {
+    for (const RowChunk& ch : *maps) {
+      max_map_runs_ = ch.num_runs > max_map_runs_ ? ch.num_runs : max_map_runs_;
     }
   }
 }

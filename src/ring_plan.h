@@ -25,6 +25,12 @@ struct RingProblem {
   int64_t hq = 0, hkv = 0, d = 0;
   MaskSpec mask{-1, -1};
   int32_t chunks = 4;  // compute chunks per ring step
+  // Hybrid layout (HybridLayout): each ring position s holds the rows of `ulysses` ranks of the
+  // sequence's `layout_world`-rank sharding, members[s * ulysses + u], one after the other.
+  // Empty members: the pure ring (ring position s holds the shard of rank s of `world`).
+  int32_t ulysses = 1;
+  int32_t layout_world = 0;
+  std::vector<int32_t> members;
 };
 
 // A range of rows of a block, with its positions.
@@ -41,6 +47,20 @@ class RingPlan {
   int32_t chunks() const { return prob_.chunks; }
   // Rows rank s holds (its local S or T).
   int64_t rows_of(int32_t s) const { return rows_[s]; }
+  // Hybrid layout: rows of the u-th member of ring position s (its local S or T).
+  int64_t member_rows(int32_t s, int32_t u) const {
+    return member_rows_[static_cast<size_t>(s) * prob_.ulysses + u];
+  }
+  // Where the member's rows lie in the block of s: one segment per sequence it holds rows of
+  // (fixed length: one), `local_row0` in its own tensors and `block_row0` in the block.
+  struct Segment {
+    int64_t local_row0, block_row0, rows;
+  };
+  const Segment* segments(int32_t s, int32_t u, int32_t* count) const {
+    const size_t i = static_cast<size_t>(s) * prob_.ulysses + u;
+    *count = segment0_[i + 1] - segment0_[i];
+    return segments_.data() + segment0_[i];
+  }
   int64_t max_rows() const { return max_rows_; }
   // Rows of the largest chunk of any block: the size of one gradient-accumulator slot.
   int64_t slot_rows() const { return slot_rows_; }
@@ -53,7 +73,16 @@ class RingPlan {
   // Chunk c of the local Q rows, and chunk c of the block of rank s.
   const RowChunk& q_chunk(int32_t c) const { return q_chunks_[c]; }
   const RowChunk& k_chunk(int32_t s, int32_t c) const { return k_chunks_[s * prob_.chunks + c]; }
-  PosMap map(const RowChunk& ch) const { return PosMap{runs_.data() + ch.run0, ch.num_runs}; }
+  PosMap map(const RowChunk& ch) const {
+    return PosMap{runs_.data() + ch.run0, ch.num_runs,
+                  device_runs_ != nullptr ? device_runs_ + ch.run0 : nullptr};
+  }
+  // Every position run of the plan, which the maps above point into.
+  const std::vector<PosRun>& runs() const { return runs_; }
+  // The most runs of any one map of the plan.
+  int32_t max_map_runs() const { return max_map_runs_; }
+  // A device copy of runs() (owned by the plan's holder), handed to the maps from now on.
+  void set_device_runs(const PosRun* device_runs) { device_runs_ = device_runs; }
   // Forward: Q chunk c against the whole block of step i sees at least one key.
   bool fwd_visible(int32_t i, int32_t c) const { return fwd_visible_[i * prob_.chunks + c]; }
   // Backward: the whole local Q against chunk c of the block of step i.
@@ -67,11 +96,15 @@ class RingPlan {
 
   RingProblem prob_;
   std::vector<PosRun> runs_;
-  std::vector<int64_t> rows_;
+  std::vector<int64_t> rows_, member_rows_;
+  std::vector<Segment> segments_;
+  std::vector<int32_t> segment0_;  // segments of (s, u): [segment0_[s*U+u], segment0_[s*U+u+1])
   std::vector<RowChunk> block_;
   std::vector<RowChunk> q_chunks_, k_chunks_;
   std::vector<char> fwd_visible_, bwd_visible_;
   int64_t max_rows_ = 0, slot_rows_ = 0;
+  int32_t max_map_runs_ = 0;
+  const PosRun* device_runs_ = nullptr;
 };
 
 // Whether any query of runs `a` may see any key of runs `b` (both ordered by sequence). Exact

@@ -29,8 +29,8 @@ Status check_tensor(const ringattn_tensor_t* t, const char* name, bool packed) {
   }
   const int64_t dtype = enum_value(t->dtype);
   if (dtype != RINGATTN_FLOAT32 && dtype != RINGATTN_FLOAT16 && dtype != RINGATTN_BFLOAT16) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld",
-                      name, static_cast<long long>(dtype));
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld", name,
+                      static_cast<long long>(dtype));
   }
   return check_tensor_extent(t, name);
 }

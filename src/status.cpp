@@ -37,18 +37,31 @@ extern "C" {
 
 const char* ringattn_status_string(ringattn_status_t status) {
   switch (status) {
-    case RINGATTN_SUCCESS: return "RINGATTN_SUCCESS: no error";
-    case RINGATTN_ERROR_INVALID_ARGUMENT: return "RINGATTN_ERROR_INVALID_ARGUMENT: an argument has an invalid value";
-    case RINGATTN_ERROR_NULL_POINTER: return "RINGATTN_ERROR_NULL_POINTER: a required pointer is NULL";
-    case RINGATTN_ERROR_SHAPE_MISMATCH: return "RINGATTN_ERROR_SHAPE_MISMATCH: tensor shapes disagree";
-    case RINGATTN_ERROR_BAD_STRIDE: return "RINGATTN_ERROR_BAD_STRIDE: a stride is negative or the last dimension is not contiguous";
-    case RINGATTN_ERROR_UNSUPPORTED: return "RINGATTN_ERROR_UNSUPPORTED: not supported by this build, backend or device";
-    case RINGATTN_ERROR_OUT_OF_MEMORY: return "RINGATTN_ERROR_OUT_OF_MEMORY: an allocation failed";
-    case RINGATTN_ERROR_CUDA: return "RINGATTN_ERROR_CUDA: a CUDA call failed";
-    case RINGATTN_ERROR_COMM: return "RINGATTN_ERROR_COMM: a communication call failed";
-    case RINGATTN_ERROR_TIMEOUT: return "RINGATTN_ERROR_TIMEOUT: a peer did not answer in time";
-    case RINGATTN_ERROR_MISMATCH: return "RINGATTN_ERROR_MISMATCH: ranks disagree on the problem";
-    case RINGATTN_ERROR_INTERNAL: return "RINGATTN_ERROR_INTERNAL: internal error";
+    case RINGATTN_SUCCESS:
+      return "RINGATTN_SUCCESS: no error";
+    case RINGATTN_ERROR_INVALID_ARGUMENT:
+      return "RINGATTN_ERROR_INVALID_ARGUMENT: an argument has an invalid value";
+    case RINGATTN_ERROR_NULL_POINTER:
+      return "RINGATTN_ERROR_NULL_POINTER: a required pointer is NULL";
+    case RINGATTN_ERROR_SHAPE_MISMATCH:
+      return "RINGATTN_ERROR_SHAPE_MISMATCH: tensor shapes disagree";
+    case RINGATTN_ERROR_BAD_STRIDE:
+      return "RINGATTN_ERROR_BAD_STRIDE: a stride is negative or the last dimension is not "
+             "contiguous";
+    case RINGATTN_ERROR_UNSUPPORTED:
+      return "RINGATTN_ERROR_UNSUPPORTED: not supported by this build, backend or device";
+    case RINGATTN_ERROR_OUT_OF_MEMORY:
+      return "RINGATTN_ERROR_OUT_OF_MEMORY: an allocation failed";
+    case RINGATTN_ERROR_CUDA:
+      return "RINGATTN_ERROR_CUDA: a CUDA call failed";
+    case RINGATTN_ERROR_COMM:
+      return "RINGATTN_ERROR_COMM: a communication call failed";
+    case RINGATTN_ERROR_TIMEOUT:
+      return "RINGATTN_ERROR_TIMEOUT: a peer did not answer in time";
+    case RINGATTN_ERROR_MISMATCH:
+      return "RINGATTN_ERROR_MISMATCH: ranks disagree on the problem";
+    case RINGATTN_ERROR_INTERNAL:
+      return "RINGATTN_ERROR_INTERNAL: internal error";
   }
   return "RINGATTN_ERROR_UNKNOWN: unknown status code";
 }

@@ -21,17 +21,16 @@ const char* last_error();
 
 }  // namespace ringattn
 
-
 // Convert C++ exceptions at the C boundary into status codes (the C API never throws).
 #define RINGATTN_API_GUARD_BEGIN try {
-#define RINGATTN_API_GUARD_END                                                             \
-  }                                                                                        \
-  catch (const std::bad_alloc&) {                                                          \
-    return ::ringattn::set_error(RINGATTN_ERROR_OUT_OF_MEMORY, "out of host memory");      \
-  }                                                                                        \
-  catch (const std::exception& e) {                                                        \
-    return ::ringattn::set_errorf(RINGATTN_ERROR_INTERNAL, "internal error: %s", e.what()); \
-  }                                                                                        \
-  catch (...) {                                                                            \
+#define RINGATTN_API_GUARD_END                                                                  \
+  }                                                                                             \
+  catch (const std::bad_alloc&) {                                                               \
+    return ::ringattn::set_error(RINGATTN_ERROR_OUT_OF_MEMORY, "out of host memory");           \
+  }                                                                                             \
+  catch (const std::exception& e) {                                                             \
+    return ::ringattn::set_errorf(RINGATTN_ERROR_INTERNAL, "internal error: %s", e.what());     \
+  }                                                                                             \
+  catch (...) {                                                                                 \
     return ::ringattn::set_error(RINGATTN_ERROR_INTERNAL, "internal error: unknown exception"); \
   }

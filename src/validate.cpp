@@ -13,10 +13,14 @@ namespace {
 
 const char* dtype_name(int64_t d) {
   switch (d) {
-    case RINGATTN_FLOAT32: return "float32";
-    case RINGATTN_FLOAT16: return "float16";
-    case RINGATTN_BFLOAT16: return "bfloat16";
-    default: return "unknown";
+    case RINGATTN_FLOAT32:
+      return "float32";
+    case RINGATTN_FLOAT16:
+      return "float16";
+    case RINGATTN_BFLOAT16:
+      return "bfloat16";
+    default:
+      return "unknown";
   }
 }
 
@@ -151,8 +155,8 @@ Status check_descriptor(const ringattn_tensor_t* t, const char* name, int32_t nd
                       t->ndim, ndim_a, ndim_b);
   }
   if (!valid_dtype(enum_value(t->dtype))) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld",
-                      name, static_cast<long long>(enum_value(t->dtype)));
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'%s' has an unknown dtype value %lld", name,
+                      static_cast<long long>(enum_value(t->dtype)));
   }
   for (int32_t i = 0; i < t->ndim; ++i) {
     if (t->shape[i] < 0) {
@@ -192,8 +196,8 @@ std::string dims(const ringattn_tensor_t* t) {
   return s + "]";
 }
 
-Status expect_shape(const ringattn_tensor_t* t, const char* name, int32_t ndim,
-                    const int64_t* want, const char* layout) {
+Status expect_shape(const ringattn_tensor_t* t, const char* name, int32_t ndim, const int64_t* want,
+                    const char* layout) {
   bool ok = t->ndim == ndim;
   for (int32_t i = 0; ok && i < ndim; ++i) ok = t->shape[i] == want[i];
   if (!ok) {
@@ -215,8 +219,8 @@ Status expect_dtype(const ringattn_tensor_t* t, const char* name, ringattn_dtype
 }
 
 // q, k, v: layout, GQA, head dim (structure only; backend support is checked later).
-Status check_qkv(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
-                 const ringattn_tensor_t* v, AttnShape* s) {
+Status check_qkv(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
+                 AttnShape* s) {
   RINGATTN_RETURN_IF_ERROR(check_descriptor(q, "q", 4, 3));
   RINGATTN_RETURN_IF_ERROR(check_descriptor(k, "k", 4, 3));
   RINGATTN_RETURN_IF_ERROR(check_descriptor(v, "v", 4, 3));
@@ -249,7 +253,8 @@ Status check_qkv(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
   RINGATTN_RETURN_IF_ERROR(expect_dtype(k, "k", q->dtype));
   RINGATTN_RETURN_IF_ERROR(expect_dtype(v, "v", q->dtype));
   if (s->hq == 0 || s->hkv == 0) {
-    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "head counts must be positive (Hq=%lld, Hkv=%lld)",
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "head counts must be positive (Hq=%lld, Hkv=%lld)",
                       static_cast<long long>(s->hq), static_cast<long long>(s->hkv));
   }
   if (s->hq % s->hkv != 0) {
@@ -257,26 +262,22 @@ Status check_qkv(const ringattn_tensor_t* q, const ringattn_tensor_t* k,
                       "'q' heads (Hq=%lld) are not a multiple of 'k'/'v' heads (Hkv=%lld)",
                       static_cast<long long>(s->hq), static_cast<long long>(s->hkv));
   }
-  if (s->d < 32 || s->d > 256 || s->d % 8 != 0) {
-    return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
-                      "head dim D=%lld of 'q' is unsupported (supported: 32..256 in steps of 8)",
-                      static_cast<long long>(s->d));
-  }
   s->dtype = to_dtype(q->dtype);
   return RINGATTN_SUCCESS;
 }
 
 Status check_like_q(const ringattn_tensor_t* t, const char* name, const ringattn_tensor_t* q) {
   RINGATTN_RETURN_IF_ERROR(check_descriptor(t, name, 4, 3));
-  RINGATTN_RETURN_IF_ERROR(
-      expect_shape(t, name, q->ndim, q->shape, q->ndim == 3 ? "(like q [T, Hq, D])" : "(like q [B, S, Hq, D])"));
+  RINGATTN_RETURN_IF_ERROR(expect_shape(
+      t, name, q->ndim, q->shape, q->ndim == 3 ? "(like q [T, Hq, D])" : "(like q [B, S, Hq, D])"));
   return expect_dtype(t, name, q->dtype);
 }
 
 Status check_like_k(const ringattn_tensor_t* t, const char* name, const ringattn_tensor_t* k) {
   RINGATTN_RETURN_IF_ERROR(check_descriptor(t, name, 4, 3));
   RINGATTN_RETURN_IF_ERROR(
-      expect_shape(t, name, k->ndim, k->shape, k->ndim == 3 ? "(like k [T, Hkv, D])" : "(like k [B, S, Hkv, D])"));
+      expect_shape(t, name, k->ndim, k->shape,
+                   k->ndim == 3 ? "(like k [T, Hkv, D])" : "(like k [B, S, Hkv, D])"));
   return expect_dtype(t, name, k->dtype);
 }
 
@@ -369,7 +370,7 @@ const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy) {
   if (in == nullptr || in->struct_size == sizeof(ringattn_attn_params_t)) return in;
   *copy = RINGATTN_ATTN_PARAMS_INIT;
-  return read_versioned(*in, kParamsFirstVersion, copy) ? copy : in;
+  return read_versioned(*in, {kParamsFirstVersion}, copy) ? copy : in;
 }
 
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
@@ -417,7 +418,8 @@ Status validate_params(const ringattn_attn_params_t* params, const AttnShape& sh
     }
     opts->cu_seqlens.assign(params->cu_seqlens, params->cu_seqlens + params->num_seqs + 1);
     if (opts->cu_seqlens[0] != 0) {
-      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.cu_seqlens[0] is %lld, must be 0",
+      return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                        "'params'.cu_seqlens[0] is %lld, must be 0",
                         static_cast<long long>(opts->cu_seqlens[0]));
     }
     for (int64_t b = 0; b < params->num_seqs; ++b) {
@@ -429,14 +431,26 @@ Status validate_params(const ringattn_attn_params_t* params, const AttnShape& sh
       }
       if (opts->cu_seqlens[b + 1] < opts->cu_seqlens[b]) {
         return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                          "'params'.cu_seqlens is decreasing at index %lld", static_cast<long long>(b + 1));
+                          "'params'.cu_seqlens is decreasing at index %lld",
+                          static_cast<long long>(b + 1));
       }
     }
   } else if (params->cu_seqlens != nullptr || params->num_seqs != 0) {
-    return set_error(RINGATTN_ERROR_INVALID_ARGUMENT,
-                     "'params'.cu_seqlens is set but the tensors are not packed (4-d [B, S, H, D])");
+    return set_error(
+        RINGATTN_ERROR_INVALID_ARGUMENT,
+        "'params'.cu_seqlens is set but the tensors are not packed (4-d [B, S, H, D])");
   }
   return RINGATTN_SUCCESS;
+}
+
+void set_call_problem(const AttnShape& shape, const AttnOptions& opts, AttnCall* call) {
+  call->batch = shape.batch;
+  call->sq = call->sk = shape.seq;
+  call->hq = shape.hq;
+  call->hkv = shape.hkv;
+  call->d = shape.d;
+  call->scale = opts.scale;
+  call->mask = opts.mask;
 }
 
 TensorRef tensor_ref(const ringattn_tensor_t& t, bool packed) {

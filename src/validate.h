@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "local_params.h"
@@ -68,13 +69,15 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
                                  const ringattn_tensor_t* dv, AttnShape* shape);
 
 // A caller's versioned struct (ringattn_attn_params_t, ringattn_context_options_t) read
-// through its struct_size. Only the sizes of real versions are read: the first version's
-// (`first_version` bytes; the fields it lacks keep *out's defaults) or at least sizeof(T) (a
+// through its struct_size. Only the sizes of real versions are read: an older version's (one of
+// `old_versions`, in bytes; the fields it lacks keep *out's defaults) or at least sizeof(T) (a
 // newer header: read up to the fields this library knows). Any other size would cut a field:
 // false, *out untouched.
 template <typename T>
-bool read_versioned(const T& in, size_t first_version, T* out) {
-  if (in.struct_size != first_version && in.struct_size < sizeof(T)) return false;
+bool read_versioned(const T& in, std::initializer_list<size_t> old_versions, T* out) {
+  bool known = in.struct_size >= sizeof(T);
+  for (size_t v : old_versions) known = known || in.struct_size == v;
+  if (!known) return false;
   std::memcpy(out, &in, in.struct_size < sizeof(T) ? in.struct_size : sizeof(T));
   out->struct_size = sizeof(T);
   return true;
@@ -91,6 +94,11 @@ const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
 // cu_seqlens) and resolves the scale and mask.
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
                        AttnOptions* opts);
+
+// The fields that every local call of a validated problem shares, set in one place for the
+// single-process calls and the ring's: sizes (sq = sk = the local length), scale and mask.
+// Callers then set their tensors, positions and, for a part of the problem, sq and sk.
+void set_call_problem(const AttnShape& shape, const AttnOptions& opts, AttnCall* call);
 
 // Views of a validated descriptor in the kernels' terms. For packed tensors B = 1, S = T.
 TensorRef tensor_ref(const ringattn_tensor_t& t, bool packed);

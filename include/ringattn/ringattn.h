@@ -29,8 +29,16 @@
  * returned in the dtype of their input.
  *
  * GQA/MQA: Hq % Hkv == 0; query head h reads kv head h / (Hq / Hkv).
- * Head dims: 32..256 in steps of 8 on the CPU backend; a backend that cannot run a head dim
- * returns RINGATTN_ERROR_UNSUPPORTED.
+ * What runs where is one table (ringattn_support_table, below), used by every call's checks:
+ *
+ *   backend   dtypes                       head dims            masks                 devices
+ *   cpu       float32, float16, bfloat16   32..256, steps of 8  full, causal, window  the host
+ *   cuda      float32, float16, bfloat16   32..256, steps of 8  full, causal, window  sm_80+
+ *
+ * A call outside it returns RINGATTN_ERROR_UNSUPPORTED naming the (backend, dtype, head dim,
+ * mask, device) it asked for and what the table offers for that backend and dtype. On CUDA,
+ * float16/bfloat16 at the head dims of the build's RINGATTN_HEADDIMS (64, 128, 256 by default)
+ * run on tensor-core kernels; the others on a float32-arithmetic kernel (docs/cuda.md).
  *
  * Masks are computed from global positions: causal (key position <= query position) and a sliding
  * window (left, right): a query at position p sees keys in [p - left, p + right]; -1 is unbounded.
@@ -84,9 +92,9 @@ typedef enum ringattn_status {
   RINGATTN_ERROR_UNSUPPORTED = 5, /* head dim, dtype, architecture, backend not built */
   /* Runtime failures. */
   RINGATTN_ERROR_OUT_OF_MEMORY = 6,
-  RINGATTN_ERROR_CUDA = 7,     /* a CUDA runtime / cuBLAS call failed (named in the message) */
-  RINGATTN_ERROR_COMM = 8,     /* a transport (MPI / NCCL) call failed */
-  RINGATTN_ERROR_TIMEOUT = 9,  /* a peer did not answer within the timeout */
+  RINGATTN_ERROR_CUDA = 7,      /* a CUDA runtime / cuBLAS call failed (named in the message) */
+  RINGATTN_ERROR_COMM = 8,      /* a transport (MPI / NCCL) call failed */
+  RINGATTN_ERROR_TIMEOUT = 9,   /* a peer did not answer within the timeout */
   RINGATTN_ERROR_MISMATCH = 10, /* ranks disagree on the problem */
   RINGATTN_ERROR_INTERNAL = 11
 } ringattn_status_t;
@@ -122,14 +130,14 @@ typedef struct ringattn_tensor {
 /* Attention options. Always initialize with RINGATTN_ATTN_PARAMS_INIT so that fields added in
  * later versions get their defaults. */
 typedef struct ringattn_attn_params {
-  size_t struct_size;    /* sizeof(ringattn_attn_params_t), set by the initializer */
-  float softmax_scale;   /* <= 0 means 1/sqrt(D) */
-  int32_t causal;        /* nonzero: key position <= query position */
-  int64_t window_left;   /* sliding window; -1 = unbounded */
-  int64_t window_right;  /* sliding window; -1 = unbounded */
-  ringattn_scheme_t scheme;    /* distributed calls: how the sequence is sharded */
-  const int64_t* cu_seqlens;   /* packed calls: B+1 offsets of the GLOBAL packed batch (host) */
-  int64_t num_seqs;            /* packed calls: B; 0 for fixed-length tensors */
+  size_t struct_size;        /* sizeof(ringattn_attn_params_t), set by the initializer */
+  float softmax_scale;       /* <= 0 means 1/sqrt(D) */
+  int32_t causal;            /* nonzero: key position <= query position */
+  int64_t window_left;       /* sliding window; -1 = unbounded */
+  int64_t window_right;      /* sliding window; -1 = unbounded */
+  ringattn_scheme_t scheme;  /* distributed calls: how the sequence is sharded */
+  const int64_t* cu_seqlens; /* packed calls: B+1 offsets of the GLOBAL packed batch (host) */
+  int64_t num_seqs;          /* packed calls: B; 0 for fixed-length tensors */
 } ringattn_attn_params_t;
 
 #define RINGATTN_ATTN_PARAMS_INIT \
@@ -145,6 +153,40 @@ RINGATTN_API const char* ringattn_get_last_error(void);
 RINGATTN_API int ringattn_get_version(void);
 /* 1 if the backend was compiled into this library (CUDA also needs a device at run time). */
 RINGATTN_API int ringattn_backend_available(ringattn_backend_t backend);
+
+/* ---- what runs where ---------------------------------------------------------------------- */
+
+/* Mask kinds, as bits of ringattn_support_entry_t.mask_kinds. */
+typedef enum ringattn_mask_kind {
+  RINGATTN_MASK_FULL = 1,   /* no mask: both window sides unbounded, not causal */
+  RINGATTN_MASK_CAUSAL = 2, /* causal, no other bound */
+  RINGATTN_MASK_WINDOW = 4  /* a bounded window side (causal or not) */
+} ringattn_mask_kind_t;
+
+/* One entry of the support table: `backend` runs `dtype` at head dims head_dim_min..head_dim_max
+ * in steps of head_dim_step, with the mask kinds in mask_kinds (bits of ringattn_mask_kind_t), on
+ * devices of compute capability min_arch or newer (major * 10 + minor, 80 = sm_80; 0 on the CPU,
+ * where any machine does). */
+typedef struct ringattn_support_entry {
+  ringattn_backend_t backend;
+  ringattn_dtype_t dtype;
+  int32_t head_dim_min, head_dim_max, head_dim_step;
+  uint32_t mask_kinds;
+  int32_t min_arch;
+} ringattn_support_entry_t;
+
+/* The table (static storage, *count entries): what the kernels of this library run, whether or
+ * not a backend is built or has a device here (ringattn_backend_available says that). */
+RINGATTN_API ringattn_status_t ringattn_support_table(const ringattn_support_entry_t** entries,
+                                                      size_t* count);
+/* RINGATTN_SUCCESS when the table has an entry for (backend, dtype, head_dim, mask, arch), else
+ * RINGATTN_ERROR_UNSUPPORTED with a message naming what was asked and what the table offers.
+ * arch: a compute capability (major * 10 + minor), or 0 for the current device of the calling
+ * thread (CUDA; no device is UNSUPPORTED); ignored on the CPU. Bad enum values are
+ * RINGATTN_ERROR_INVALID_ARGUMENT. */
+RINGATTN_API ringattn_status_t ringattn_check_support(ringattn_backend_t backend,
+                                                      ringattn_dtype_t dtype, int64_t head_dim,
+                                                      ringattn_mask_kind_t mask, int32_t arch);
 
 /* ---- single-process attention ------------------------------------------------------------ */
 
@@ -178,8 +220,8 @@ RINGATTN_API ringattn_status_t ringattn_attention_backward_with_workspace(
     ringattn_backend_t backend, void* stream);
 /* Bytes of workspace the backward of queries `q` ([B, S, Hq, D] or packed [T, Hq, D]) needs:
  * float32 Delta [B, Hq, S], rounded up to 64 bytes. Reads only q's ndim and shape. */
-RINGATTN_API ringattn_status_t ringattn_attention_backward_workspace_size(
-    const ringattn_tensor_t* q, size_t* bytes);
+RINGATTN_API ringattn_status_t
+ringattn_attention_backward_workspace_size(const ringattn_tensor_t* q, size_t* bytes);
 
 /* ---- sharding helpers ---------------------------------------------------------------------- */
 

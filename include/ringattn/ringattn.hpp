@@ -99,8 +99,8 @@ inline void attention_forward(const ringattn_tensor_t& q, const ringattn_tensor_
 inline void attention_backward(const ringattn_tensor_t& q, const ringattn_tensor_t& k,
                                const ringattn_tensor_t& v, const ringattn_tensor_t& o,
                                const ringattn_tensor_t& lse, const ringattn_tensor_t& dout,
-                               ringattn_tensor_t& dq, ringattn_tensor_t& dk,
-                               ringattn_tensor_t& dv, const ringattn_attn_params_t& params,
+                               ringattn_tensor_t& dq, ringattn_tensor_t& dk, ringattn_tensor_t& dv,
+                               const ringattn_attn_params_t& params,
                                ringattn_backend_t backend = RINGATTN_BACKEND_CPU,
                                void* stream = nullptr) {
   check(ringattn_attention_backward(&q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &params, backend,
@@ -159,18 +159,18 @@ class Context {
     return s;
   }
   // One-shot collective calls (each agrees on its problem; see RingPlan to agree once).
-  void forward(const ringattn_tensor_t& q, const ringattn_tensor_t& k,
-               const ringattn_tensor_t& v, ringattn_tensor_t& o, ringattn_tensor_t* lse,
-               const ringattn_attn_params_t& params, void* stream = nullptr) {
+  void forward(const ringattn_tensor_t& q, const ringattn_tensor_t& k, const ringattn_tensor_t& v,
+               ringattn_tensor_t& o, ringattn_tensor_t* lse, const ringattn_attn_params_t& params,
+               void* stream = nullptr) {
     check(ringattn_ring_forward(ctx_, &q, &k, &v, &o, lse, &params, stream));
   }
-  void backward(const ringattn_tensor_t& q, const ringattn_tensor_t& k,
-                const ringattn_tensor_t& v, const ringattn_tensor_t& o,
-                const ringattn_tensor_t& lse, const ringattn_tensor_t& dout,
-                ringattn_tensor_t& dq, ringattn_tensor_t& dk, ringattn_tensor_t& dv,
-                const ringattn_attn_params_t& params, void* stream = nullptr) {
-    check(ringattn_ring_backward(ctx_, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &params,
-                                 stream));
+  void backward(const ringattn_tensor_t& q, const ringattn_tensor_t& k, const ringattn_tensor_t& v,
+                const ringattn_tensor_t& o, const ringattn_tensor_t& lse,
+                const ringattn_tensor_t& dout, ringattn_tensor_t& dq, ringattn_tensor_t& dk,
+                ringattn_tensor_t& dv, const ringattn_attn_params_t& params,
+                void* stream = nullptr) {
+    check(
+        ringattn_ring_backward(ctx_, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, &params, stream));
   }
 
  private:
@@ -187,8 +187,7 @@ class RingPlan {
   RingPlan(const Context& ctx, const ringattn_tensor_t& q, const ringattn_tensor_t& k,
            const ringattn_tensor_t& v, const ringattn_attn_params_t& params,
            bool own_workspace = true) {
-    check(ringattn_ring_plan_create(ctx.get(), &q, &k, &v, &params, own_workspace ? 1 : 0,
-                                    &plan_));
+    check(ringattn_ring_plan_create(ctx.get(), &q, &k, &v, &params, own_workspace ? 1 : 0, &plan_));
   }
   RingPlan(RingPlan&& other) noexcept : plan_(std::exchange(other.plan_, nullptr)) {}
   RingPlan& operator=(RingPlan&& other) noexcept {
@@ -215,19 +214,19 @@ class RingPlan {
     return bytes;
   }
   // Runs; workspace NULL for the plan's own.
-  void forward(const ringattn_tensor_t& q, const ringattn_tensor_t& k,
-               const ringattn_tensor_t& v, ringattn_tensor_t& o, ringattn_tensor_t* lse,
-               void* stream = nullptr, void* workspace = nullptr, size_t workspace_bytes = 0) {
-    check(ringattn_ring_plan_forward(plan_, &q, &k, &v, &o, lse, workspace, workspace_bytes,
-                                     stream));
+  void forward(const ringattn_tensor_t& q, const ringattn_tensor_t& k, const ringattn_tensor_t& v,
+               ringattn_tensor_t& o, ringattn_tensor_t* lse, void* stream = nullptr,
+               void* workspace = nullptr, size_t workspace_bytes = 0) {
+    check(
+        ringattn_ring_plan_forward(plan_, &q, &k, &v, &o, lse, workspace, workspace_bytes, stream));
   }
-  void backward(const ringattn_tensor_t& q, const ringattn_tensor_t& k,
-                const ringattn_tensor_t& v, const ringattn_tensor_t& o,
-                const ringattn_tensor_t& lse, const ringattn_tensor_t& dout,
-                ringattn_tensor_t& dq, ringattn_tensor_t& dk, ringattn_tensor_t& dv,
-                void* stream = nullptr, void* workspace = nullptr, size_t workspace_bytes = 0) {
-    check(ringattn_ring_plan_backward(plan_, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv,
-                                      workspace, workspace_bytes, stream));
+  void backward(const ringattn_tensor_t& q, const ringattn_tensor_t& k, const ringattn_tensor_t& v,
+                const ringattn_tensor_t& o, const ringattn_tensor_t& lse,
+                const ringattn_tensor_t& dout, ringattn_tensor_t& dq, ringattn_tensor_t& dk,
+                ringattn_tensor_t& dv, void* stream = nullptr, void* workspace = nullptr,
+                size_t workspace_bytes = 0) {
+    check(ringattn_ring_plan_backward(plan_, &q, &k, &v, &o, &lse, &dout, &dq, &dk, &dv, workspace,
+                                      workspace_bytes, stream));
   }
 
  private:

@@ -42,6 +42,20 @@ extern "C" {
 
 typedef struct ringattn_context* ringattn_context_t;
 
+/* Which ranks form the all-to-all (Ulysses) groups of a hybrid context (ulysses_degree U > 1):
+ *   ULYSSES_CONSECUTIVE  ranks [g*U, (g+1)*U) form Ulysses group g (inside a node with mpirun's
+ *                        by-slot mapping); ring k joins rank k of every group.
+ *   RING_CONSECUTIVE     ranks [k*R, (k+1)*R) form ring k (R = P / U); Ulysses group g joins
+ *                        rank g of every ring.
+ *   AUTO                 Ulysses groups of U consecutive ranks inside each host (hosts told apart
+ *                        by their host name, exchanged at creation), so that the all-to-all
+ *                        stays inside a host; every host must hold a multiple of U ranks. */
+typedef enum ringattn_placement {
+  RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE = 0,
+  RINGATTN_PLACEMENT_RING_CONSECUTIVE = 1,
+  RINGATTN_PLACEMENT_AUTO = 2
+} ringattn_placement_t;
+
 /* Context options. Always initialize with RINGATTN_CONTEXT_OPTIONS_INIT. */
 typedef struct ringattn_context_options {
   size_t struct_size; /* sizeof(ringattn_context_options_t), set by the initializer */
@@ -60,10 +74,24 @@ typedef struct ringattn_context_options {
    * call, and a call that would allocate while the stream is capturing fails with
    * RINGATTN_ERROR_UNSUPPORTED. */
   int32_t capturable;
+  /* Hybrid sequence parallelism (docs/ring.md, "Ulysses and hybrid"): U = ulysses_degree ranks
+   * exchange heads by all-to-all, and the P / U groups run the K/V ring between them. <= 1: 1
+   * (the pure ring); U = P: pure Ulysses (no ring steps). U must divide the world size, Hq must
+   * be a multiple of U, and the key/value heads must split as well: Hkv a multiple of U, or,
+   * when Hkv < U, K/V heads replicated so that each rank gets the one its query heads read
+   * (which needs U to be a multiple of Hkv); other head counts are RINGATTN_ERROR_UNSUPPORTED
+   * naming them (uneven head splits are not supported). The tensors' layout does not change
+   * with U: each rank passes its shard of the sequence by params.scheme over all P ranks, as for
+   * the pure ring, and gets the same results to rounding. Creation checks that every rank gave
+   * the same U and placement (RINGATTN_ERROR_MISMATCH on every rank otherwise). Not with a
+   * compute-only context. */
+  int32_t ulysses_degree;
+  /* ringattn_placement_t: which ranks form the Ulysses groups (above). */
+  int32_t placement;
 } ringattn_context_options_t;
 
 #define RINGATTN_CONTEXT_OPTIONS_INIT \
-  { sizeof(ringattn_context_options_t), 0, 0, 0 }
+  { sizeof(ringattn_context_options_t), 0, 0, 0, 0, RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE }
 
 /* Timing of the last forward or backward call of a context on this rank. */
 typedef struct ringattn_ring_stats {
@@ -113,6 +141,20 @@ RINGATTN_API ringattn_status_t ringattn_context_workspace_size(ringattn_context_
                                                                size_t* bytes);
 RINGATTN_API ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
                                                            ringattn_ring_stats_t* stats);
+/* Hybrid contexts (ulysses_degree > 1), the last call on this rank: the time of its all-to-alls
+ * (packing, exchanges, unpacking) and the bytes this rank sent in them. They are not in
+ * ringattn_ring_stats_t's comm_wait_seconds and bytes_sent, which count the ring. 0 and 0 for
+ * the pure ring. Either pointer may be NULL. */
+RINGATTN_API ringattn_status_t ringattn_context_alltoall_stats(ringattn_context_t ctx,
+                                                               double* seconds,
+                                                               int64_t* bytes_sent);
+/* The hybrid layout of a context (any pointer may be NULL): its ulysses_degree U, the number of
+ * ranks in each ring R = world / U, and this rank's position in its Ulysses group and ring. */
+RINGATTN_API ringattn_status_t ringattn_context_hybrid_layout(ringattn_context_t ctx,
+                                                              int32_t* ulysses_degree,
+                                                              int32_t* ring_size,
+                                                              int32_t* ulysses_rank,
+                                                              int32_t* ring_rank);
 
 /* Ring forward on local shards: O and (optionally; NULL on every rank or on none) LSE of this
  * rank's queries against the whole global sequence. Collective. */
@@ -145,17 +187,14 @@ typedef struct ringattn_ring_plan* ringattn_ring_plan_t;
  * every rank. own_workspace nonzero: the plan allocates its workspace now, in the backend's
  * memory (every rank agrees that it succeeded), and runs may pass workspace = NULL; zero: every
  * run passes a workspace. The context must outlive the plan. */
-RINGATTN_API ringattn_status_t ringattn_ring_plan_create(ringattn_context_t ctx,
-                                                        const ringattn_tensor_t* q,
-                                                        const ringattn_tensor_t* k,
-                                                        const ringattn_tensor_t* v,
-                                                        const ringattn_attn_params_t* params,
-                                                        int32_t own_workspace,
-                                                        ringattn_ring_plan_t* plan);
+RINGATTN_API ringattn_status_t ringattn_ring_plan_create(
+    ringattn_context_t ctx, const ringattn_tensor_t* q, const ringattn_tensor_t* k,
+    const ringattn_tensor_t* v, const ringattn_attn_params_t* params, int32_t own_workspace,
+    ringattn_ring_plan_t* plan);
 /* Bytes of workspace a run needs (forward or backward), in the backend's memory (host for CPU,
  * device for CUDA), 64-byte aligned. Local. */
 RINGATTN_API ringattn_status_t ringattn_ring_plan_workspace_size(ringattn_ring_plan_t plan,
-                                                                size_t* bytes);
+                                                                 size_t* bytes);
 /* Runs: the tensors of ringattn_ring_forward / ringattn_ring_backward, with the plan's shapes
  * and dtype (else RINGATTN_ERROR_SHAPE_MISMATCH on this rank). workspace: NULL for the plan's
  * own, else workspace_bytes >= ringattn_ring_plan_workspace_size bytes, 64-byte aligned, not

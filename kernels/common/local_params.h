@@ -29,34 +29,36 @@ struct RowStatRef {  // float32 [B, H, S] (LSE, Delta)
 
 // How the forward writes its result.
 enum OutMode : int32_t {
-  kOutFinal = 0,        // O in o.dtype (normalized), LSE float32
-  kOutPartialF32 = 1,   // O float32 (normalized), LSE float32: one step's partial result
-  kOutMergeF32 = 2      // O float32 and LSE already hold a partial result: merge into them
+  kOutFinal = 0,       // O in o.dtype (normalized), LSE float32
+  kOutPartialF32 = 1,  // O float32 (normalized), LSE float32: one step's partial result
+  kOutMergeF32 = 2     // O float32 and LSE already hold a partial result: merge into them
 };
 
-struct FwdParams {
+// What the forward and the backward of one Q shard against one K/V block share: sizes, inputs,
+// scale, mask and positions. Filled from a validated problem by one function
+// (src/validate.h: set_call_problem); FwdParams and BwdParams add their own tensors.
+struct AttnCall {
   int64_t batch, sq, sk, hq, hkv, d;
   TensorRef q, k, v;  // inputs, all of the same dtype
-  TensorRef o;        // dtype of q for kOutFinal; kF32 for the other modes
-  RowStatRef lse;     // may have data == nullptr for kOutFinal (LSE not wanted)
   float scale;
   MaskSpec mask;
   PosMap q_pos, k_pos;  // positions of the sq query rows and the sk key rows
+};
+
+struct FwdParams : AttnCall {
+  TensorRef o;     // dtype of q for kOutFinal; kF32 for the other modes
+  RowStatRef lse;  // may have data == nullptr for kOutFinal (LSE not wanted)
   OutMode out_mode;
 };
 
-struct BwdParams {
-  int64_t batch, sq, sk, hq, hkv, d;
-  TensorRef q, k, v, dout;  // inputs (same dtype)
-  RowStatRef lse;           // forward LSE of the FULL attention (all key blocks), float32
-  RowStatRef delta;         // rowsum(dO * O), float32
-  TensorRef dq, dk, dv;     // outputs
+struct BwdParams : AttnCall {
+  TensorRef dout;        // input, dtype of q
+  RowStatRef lse;        // forward LSE of the FULL attention (all key blocks), float32
+  RowStatRef delta;      // rowsum(dO * O), float32
+  TensorRef dq, dk, dv;  // outputs
   // false: write dq/dk/dv in their dtype (overwrite).
   // true: dq/dk/dv are float32 accumulators and this call adds its contribution.
   bool accumulate;
-  float scale;
-  MaskSpec mask;
-  PosMap q_pos, k_pos;
   // Optional: the query side (q, dout, lse, delta) already prepared by the backend for several
   // calls over the same query rows (Backend::pack_backward_queries); nullptr: the call prepares it.
   const void* query_pack = nullptr;

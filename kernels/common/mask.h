@@ -40,8 +40,8 @@ RINGATTN_HD bool mask_visible(const MaskSpec& m, int64_t qseq, int64_t qpos, int
 // Summary of a tile of consecutive local rows: whether all rows are in one sequence, and the
 // range of their positions.
 struct TileRange {
-  int64_t seq;      // the sequence, when uniform
-  bool uniform;     // all rows belong to sequence `seq`
+  int64_t seq;   // the sequence, when uniform
+  bool uniform;  // all rows belong to sequence `seq`
   int64_t pos_min;
   int64_t pos_max;
   bool empty;

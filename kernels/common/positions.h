@@ -25,11 +25,13 @@ struct PosRun {
   int64_t stride;
 };
 
-// Ordered runs covering the rows of a block. Points at host memory for CPU kernels and at
-// device memory for CUDA kernels.
+// Ordered runs covering the rows of a block, in host memory. `device_runs`, when set, holds the
+// same runs in device memory (a ring plan's upload, made once): CUDA kernels read those instead
+// of uploading the runs themselves.
 struct PosMap {
   const PosRun* runs;
   int32_t num_runs;
+  const PosRun* device_runs = nullptr;
 };
 
 enum Scheme : int32_t { kContiguous = 0, kZigzag = 1, kStriped = 2 };

@@ -39,6 +39,10 @@ void merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorR
 // inputs -> float32). Also used to zero-fill when src.data == nullptr.
 void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
              const TensorRef& dst);
+// dst += src over a [B, S, H, D] tensor: dst float32, src any dtype (gradients of one key/value
+// head computed on several ranks, added up).
+void accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                const TensorRef& dst);
 
 }  // namespace cpu
 }  // namespace ringattn

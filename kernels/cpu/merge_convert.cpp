@@ -56,5 +56,19 @@ void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& sr
   }
 }
 
+void accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                const TensorRef& dst) {
+  const int64_t rows = batch * s * h;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
+    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
+    load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
+    float* out = static_cast<float*>(tensor_row(dst, b, ss, hh));
+    for (int64_t i = 0; i < d; ++i) out[i] += buf[i];
+  }
+}
+
 }  // namespace cpu
 }  // namespace ringattn

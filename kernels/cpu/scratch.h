@@ -3,10 +3,9 @@
 // call needs more, so steady-state calls allocate nothing and tiles never allocate.
 #pragma once
 
+#include <omp.h>
 #include <stddef.h>
 #include <stdlib.h>
-
-#include <omp.h>
 
 #include <atomic>
 #include <initializer_list>

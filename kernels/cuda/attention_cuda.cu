@@ -2,6 +2,8 @@
 // host PosMaps to the device without synchronizing, and picks the kernel family.
 #include <math.h>
 
+#include <atomic>
+
 #include "attention_cuda.h"
 
 namespace ringattn {
@@ -34,6 +36,10 @@ class PosMapUploads {
 
   cudaError_t prepare(const PosMap& host, InlinePosMap* out) {
     if (fill_inline_posmap(host, out)) return cudaSuccess;
+    if (host.device_runs != nullptr) {  // uploaded once by the plan
+      out->external = host.device_runs;
+      return cudaSuccess;
+    }
     void* buf = nullptr;
     cudaError_t err = cudaMallocAsync(&buf, sizeof(PosRun) * host.num_runs, stream_);
     if (err != cudaSuccess) return err;
@@ -73,16 +79,33 @@ bool pair_storable(const TensorRef& t, DType dt) {
          t.stride_h % 2 == 0;
 }
 
-bool tensor_cores_available() {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    return false;
-  }
-  return major >= 8;
-}
+bool tensor_cores_available() { return device_arch() >= 80; }
 
 }  // namespace
+
+int device_arch() {
+  // One slot per device ordinal: 0 = not queried yet. Racing first queries store the same value.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  if (dev >= 0 && dev < kMaxDevices) {
+    const int known = cached[dev].load(std::memory_order_relaxed);
+    if (known != 0) return known;
+  }
+  int major = 0, minor = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  const int arch = major * 10 + minor;
+  if (dev >= 0 && dev < kMaxDevices) cached[dev].store(arch, std::memory_order_relaxed);
+  return arch;
+}
 
 Path forward_path(const FwdParams& p) {
   const DType odt = p.out_mode == kOutFinal ? p.q.dtype : kF32;
@@ -108,9 +131,9 @@ Path backward_path(const BwdParams& p) {
 
 namespace {
 
-// The fields that FwdKernelParams and BwdKernelParams share, from FwdParams or BwdParams.
-template <typename Host, typename Kernel>
-void fill_common(const Host& p, Kernel* k) {
+// The fields that FwdKernelParams and BwdKernelParams share, from the AttnCall of either.
+template <typename Kernel>
+void fill_common(const AttnCall& p, Kernel* k) {
   k->batch = p.batch;
   k->sq = p.sq;
   k->sk = p.sk;
@@ -126,8 +149,8 @@ void fill_common(const Host& p, Kernel* k) {
 
 // Makes both PosMaps device-visible (inline or uploaded by `uploads`, which must outlive the
 // launch that reads them).
-template <typename Host, typename Kernel>
-cudaError_t upload_posmaps(const Host& p, PosMapUploads* uploads, Kernel* k) {
+template <typename Kernel>
+cudaError_t upload_posmaps(const AttnCall& p, PosMapUploads* uploads, Kernel* k) {
   cudaError_t err = uploads->prepare(p.q_pos, &k->qmap);
   if (err == cudaSuccess) err = uploads->prepare(p.k_pos, &k->kmap);
   return err;

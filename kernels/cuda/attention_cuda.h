@@ -25,8 +25,9 @@ int num_tensor_core_head_dims();
 int tensor_core_head_dim(int i);
 bool has_tensor_core_head_dim(int64_t d);
 
-// Largest head dim any path serves (multiples of 8 from 8 up to it).
-constexpr int64_t kMaxHeadDim = 256;
+// Compute capability (major * 10 + minor) of the calling thread's current device, queried once
+// per device and cached; -1 when there is no device.
+int device_arch();
 
 Path forward_path(const FwdParams& p);
 Path backward_path(const BwdParams& p);
@@ -44,6 +45,9 @@ cudaError_t merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const 
 // Cast/copy [B, S, H, D]; src.data == nullptr zero-fills dst.
 cudaError_t convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                     const TensorRef& dst, cudaStream_t stream);
+// dst (float32) += src (any dtype) over [B, S, H, D].
+cudaError_t accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                       const TensorRef& dst, cudaStream_t stream);
 cudaError_t fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
                          cudaStream_t stream);
 

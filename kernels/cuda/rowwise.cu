@@ -56,6 +56,8 @@ __global__ void merge_kernel(int64_t rows, int64_t s, int64_t h, int d, TensorAr
   if (lane == 0) *l1 = w.lse;
 }
 
+// dst = src (cast), or with kAdd dst (float32) += src.
+template <bool kAdd>
 __global__ void convert_kernel(int64_t rows, int64_t s, int64_t h, int d, TensorArg src,
                                DType src_dt, TensorArg dst, DType dst_dt) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
@@ -66,7 +68,11 @@ __global__ void convert_kernel(int64_t rows, int64_t s, int64_t h, int d, Tensor
   const int64_t soff = ix.b * src.sb + ix.s * src.ss + ix.h * src.sh;
   for (int i = lane; i < d; i += 32) {
     const float v = src.data != nullptr ? load_elem(src.data, src_dt, soff + i) : 0.0f;
-    store_elem(dst.data, dst_dt, doff + i, v);
+    if (kAdd) {
+      static_cast<float*>(dst.data)[doff + i] += v;
+    } else {
+      store_elem(dst.data, dst_dt, doff + i, v);
+    }
   }
 }
 
@@ -108,7 +114,16 @@ cudaError_t convert(int64_t batch, int64_t s, int64_t h, int64_t d, const Tensor
                     const TensorRef& dst, cudaStream_t stream) {
   const int64_t rows = batch * s * h;
   if (rows == 0) return cudaSuccess;
-  convert_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(
+  convert_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(
+      rows, s, h, static_cast<int>(d), tensor_arg(src), src.dtype, tensor_arg(dst), dst.dtype);
+  return cudaGetLastError();
+}
+
+cudaError_t accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                       const TensorRef& dst, cudaStream_t stream) {
+  const int64_t rows = batch * s * h;
+  if (rows == 0) return cudaSuccess;
+  convert_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(
       rows, s, h, static_cast<int>(d), tensor_arg(src), src.dtype, tensor_arg(dst), dst.dtype);
   return cudaGetLastError();
 }

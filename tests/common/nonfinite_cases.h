@@ -17,9 +17,9 @@ namespace test {
 
 struct NonfiniteProblem {
   static constexpr int64_t kS = 48, kHq = 2, kHkv = 1, kD = 64;
-  ringattn_dtype_t dtype = RINGATTN_FLOAT32;    // of q, k, v, o, dout and the gradients
-  std::vector<float> q, k, v, dout;             // inputs [1, S, H, D]
-  std::vector<float> o, lse, dq, dk, dv;        // outputs, filled by the runner
+  ringattn_dtype_t dtype = RINGATTN_FLOAT32;  // of q, k, v, o, dout and the gradients
+  std::vector<float> q, k, v, dout;           // inputs [1, S, H, D]
+  std::vector<float> o, lse, dq, dk, dv;      // outputs, filled by the runner
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
   bool backward = false;
 };

@@ -14,12 +14,12 @@
 namespace {
 
 struct Problem {
-  int64_t b = 2, s = 5, hq = 4, hkv = 2, d = 64;
+  int64_t b = 2, s = 5, hq = 4, hkv = 2, d;
   std::vector<float> q, k, v, o, lse, dout, dq, dk, dv;
   ringattn_tensor_t tq, tk, tv, to, tlse, tdout, tdq, tdk, tdv;
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
 
-  Problem() {
+  explicit Problem(int64_t head_dim = 64) : d(head_dim) {
     q.assign(b * s * hq * d, 0.25f);
     k.assign(b * s * hkv * d, 0.5f);
     v.assign(b * s * hkv * d, 1.0f);
@@ -44,16 +44,16 @@ struct Problem {
                                       nullptr);
   }
   ringattn_status_t backward() {
-    return ringattn_attention_backward(&tq, &tk, &tv, &to, &tlse, &tdout, &tdq, &tdk, &tdv,
-                                       &params, RINGATTN_BACKEND_CPU, nullptr);
+    return ringattn_attention_backward(&tq, &tk, &tv, &to, &tlse, &tdout, &tdq, &tdk, &tdv, &params,
+                                       RINGATTN_BACKEND_CPU, nullptr);
   }
 };
 
 std::string last() { return ringattn_get_last_error(); }
 
-#define EXPECT_ERROR(call, code, word)                                    \
-  do {                                                                    \
-    EXPECT_EQ((call), (code)) << last();                                  \
+#define EXPECT_ERROR(call, code, word)                                        \
+  do {                                                                        \
+    EXPECT_EQ((call), (code)) << last();                                      \
     EXPECT_NE(last().find(word), std::string::npos) << "message: " << last(); \
   } while (0)
 
@@ -83,14 +83,14 @@ TEST(ApiValidation, NullPointerNamesTheArgument) {
   p.tv.data = nullptr;
   EXPECT_ERROR(p.forward(), RINGATTN_ERROR_NULL_POINTER, "'v'.data");
   Problem b;
-  EXPECT_ERROR(ringattn_attention_backward(&b.tq, &b.tk, &b.tv, &b.to, nullptr, &b.tdout, &b.tdq,
-                                           &b.tdk, &b.tdv, &b.params, RINGATTN_BACKEND_CPU,
-                                           nullptr),
-               RINGATTN_ERROR_NULL_POINTER, "'lse'");
-  EXPECT_ERROR(ringattn_attention_backward(&b.tq, &b.tk, &b.tv, &b.to, &b.tlse, &b.tdout, &b.tdq,
-                                           nullptr, &b.tdv, &b.params, RINGATTN_BACKEND_CPU,
-                                           nullptr),
-               RINGATTN_ERROR_NULL_POINTER, "'dk'");
+  EXPECT_ERROR(
+      ringattn_attention_backward(&b.tq, &b.tk, &b.tv, &b.to, nullptr, &b.tdout, &b.tdq, &b.tdk,
+                                  &b.tdv, &b.params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_NULL_POINTER, "'lse'");
+  EXPECT_ERROR(
+      ringattn_attention_backward(&b.tq, &b.tk, &b.tv, &b.to, &b.tlse, &b.tdout, &b.tdq, nullptr,
+                                  &b.tdv, &b.params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_NULL_POINTER, "'dk'");
 }
 
 TEST(ApiValidation, ShapeMismatchNamesTheTensor) {
@@ -117,15 +117,82 @@ TEST(ApiValidation, HeadsNotAMultipleIsAShapeMismatchNamingHqAndHkv) {
 
 TEST(ApiValidation, UnsupportedHeadDimIsUnsupportedNotInvalid) {
   for (int64_t d : {16, 36, 264}) {
-    Problem p;
-    for (ringattn_tensor_t* t : {&p.tq, &p.tk, &p.tv, &p.to}) {
-      t->shape[3] = d;
-      t->strides[2] = d;
-      t->strides[1] = t->shape[2] * d;
-      t->strides[0] = t->shape[1] * t->strides[1];
-    }
-    EXPECT_ERROR(p.forward(), RINGATTN_ERROR_UNSUPPORTED, "head dim");
+    Problem p(d);
+    EXPECT_ERROR(p.forward(), RINGATTN_ERROR_UNSUPPORTED, "head dim " + std::to_string(d));
+    // The message says what the table offers for this backend and dtype.
+    EXPECT_NE(last().find("32..256 in steps of 8"), std::string::npos) << last();
+    EXPECT_ERROR(p.backward(), RINGATTN_ERROR_UNSUPPORTED, "support table");
   }
+}
+
+// The support table is the one definition of what runs: every CPU entry's head dims (ends and
+// a middle one) run, with each mask kind it lists; the dims next to it do not.
+TEST(ApiValidation, SupportTableIsWhatTheCpuBackendRuns) {
+  const ringattn_support_entry_t* table = nullptr;
+  size_t n = 0;
+  ASSERT_EQ(ringattn_support_table(&table, &n), RINGATTN_SUCCESS);
+  ASSERT_GT(n, 0u);
+  int cpu_entries = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const ringattn_support_entry_t& e = table[i];
+    if (e.backend != RINGATTN_BACKEND_CPU || e.dtype != RINGATTN_FLOAT32) continue;
+    ++cpu_entries;
+    const int64_t mid =
+        e.head_dim_min + (e.head_dim_max - e.head_dim_min) / e.head_dim_step / 2 * e.head_dim_step;
+    for (int64_t d :
+         {static_cast<int64_t>(e.head_dim_min), mid, static_cast<int64_t>(e.head_dim_max)}) {
+      for (int kind : {RINGATTN_MASK_FULL, RINGATTN_MASK_CAUSAL, RINGATTN_MASK_WINDOW}) {
+        if ((e.mask_kinds & static_cast<uint32_t>(kind)) == 0) continue;
+        Problem p(d);
+        p.params.causal = kind == RINGATTN_MASK_CAUSAL;
+        p.params.window_left = kind == RINGATTN_MASK_WINDOW ? 2 : -1;
+        EXPECT_EQ(ringattn_check_support(e.backend, e.dtype, d,
+                                         static_cast<ringattn_mask_kind_t>(kind), 0),
+                  RINGATTN_SUCCESS)
+            << last();
+        EXPECT_EQ(p.forward(), RINGATTN_SUCCESS) << "D=" << d << " mask " << kind << ": " << last();
+        EXPECT_EQ(p.backward(), RINGATTN_SUCCESS)
+            << "D=" << d << " mask " << kind << ": " << last();
+      }
+    }
+    for (int64_t d : {static_cast<int64_t>(e.head_dim_min - e.head_dim_step),
+                      static_cast<int64_t>(e.head_dim_min + e.head_dim_step / 2),
+                      static_cast<int64_t>(e.head_dim_max + e.head_dim_step)}) {
+      EXPECT_EQ(ringattn_check_support(e.backend, e.dtype, d, RINGATTN_MASK_FULL, 0),
+                RINGATTN_ERROR_UNSUPPORTED);
+      Problem p(d);
+      EXPECT_EQ(p.forward(), RINGATTN_ERROR_UNSUPPORTED) << "D=" << d;
+    }
+  }
+  EXPECT_EQ(cpu_entries, 1);
+}
+
+TEST(ApiValidation, CheckSupportNamesTheMissingEntry) {
+  // An explicit architecture is answered from the table alone, with or without a device.
+  EXPECT_EQ(ringattn_check_support(RINGATTN_BACKEND_CUDA, RINGATTN_BFLOAT16, 128,
+                                   RINGATTN_MASK_CAUSAL, 90),
+            RINGATTN_SUCCESS)
+      << last();
+  EXPECT_ERROR(ringattn_check_support(RINGATTN_BACKEND_CUDA, RINGATTN_BFLOAT16, 128,
+                                      RINGATTN_MASK_CAUSAL, 75),
+               RINGATTN_ERROR_UNSUPPORTED, "(cuda, bfloat16, head dim 128, mask causal, sm_75)");
+  EXPECT_NE(last().find("on sm_80 or newer"), std::string::npos) << last();
+  EXPECT_ERROR(
+      ringattn_check_support(RINGATTN_BACKEND_CPU, RINGATTN_FLOAT16, 264, RINGATTN_MASK_WINDOW, 0),
+      RINGATTN_ERROR_UNSUPPORTED, "(cpu, float16, head dim 264, mask window, the host)");
+  EXPECT_ERROR(ringattn_check_support(static_cast<ringattn_backend_t>(7), RINGATTN_FLOAT16, 64,
+                                      RINGATTN_MASK_FULL, 0),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "'backend'");
+  EXPECT_ERROR(ringattn_check_support(RINGATTN_BACKEND_CPU, static_cast<ringattn_dtype_t>(-1), 64,
+                                      RINGATTN_MASK_FULL, 0),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "'dtype'");
+  EXPECT_ERROR(ringattn_check_support(RINGATTN_BACKEND_CPU, RINGATTN_FLOAT32, 64,
+                                      static_cast<ringattn_mask_kind_t>(3), 0),
+               RINGATTN_ERROR_INVALID_ARGUMENT, "'mask'");
+  const ringattn_support_entry_t* table = nullptr;
+  size_t n = 0;
+  EXPECT_ERROR(ringattn_support_table(nullptr, &n), RINGATTN_ERROR_NULL_POINTER, "'entries'");
+  EXPECT_ERROR(ringattn_support_table(&table, nullptr), RINGATTN_ERROR_NULL_POINTER, "'count'");
 }
 
 TEST(ApiValidation, NonContiguousLastDimAndNegativeStrideAreBadStrides) {
@@ -169,25 +236,25 @@ TEST(ApiValidation, PackedTensorsNeedConsistentCuSeqlens) {
   ringattn_tensor_t to = ringattn::tensor_thd(o.data(), RINGATTN_FLOAT32, 10, 2, 32);
   ringattn_tensor_t tl = ringattn::lse_ht(lse.data(), 2, 10);
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
-  EXPECT_ERROR(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU,
-                                          nullptr),
-               RINGATTN_ERROR_NULL_POINTER, "cu_seqlens");
+  EXPECT_ERROR(
+      ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_NULL_POINTER, "cu_seqlens");
   const int64_t bad_total[3] = {0, 4, 9};
   params.cu_seqlens = bad_total;
   params.num_seqs = 2;
-  EXPECT_ERROR(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU,
-                                          nullptr),
-               RINGATTN_ERROR_SHAPE_MISMATCH, "cu_seqlens");
+  EXPECT_ERROR(
+      ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_SHAPE_MISMATCH, "cu_seqlens");
   const int64_t decreasing[3] = {0, 6, 5};
   params.cu_seqlens = decreasing;
-  EXPECT_ERROR(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU,
-                                          nullptr),
-               RINGATTN_ERROR_INVALID_ARGUMENT, "decreasing");
+  EXPECT_ERROR(
+      ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_INVALID_ARGUMENT, "decreasing");
   const int64_t good[3] = {0, 6, 10};
   params.cu_seqlens = good;
-  EXPECT_EQ(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU,
-                                       nullptr),
-            RINGATTN_SUCCESS)
+  EXPECT_EQ(
+      ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_SUCCESS)
       << last();
 }
 
@@ -232,9 +299,9 @@ TEST(ApiValidation, HugeNumSeqsIsAnErrorNotACrash) {
   ringattn_attn_params_t prm = RINGATTN_ATTN_PARAMS_INIT;
   prm.cu_seqlens = cu;
   prm.num_seqs = INT64_MAX;
-  EXPECT_ERROR(ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &prm, RINGATTN_BACKEND_CPU,
-                                          nullptr),
-               RINGATTN_ERROR_INVALID_ARGUMENT, "num_seqs");
+  EXPECT_ERROR(
+      ringattn_attention_forward(&tq, &tq, &tq, &to, &tl, &prm, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_INVALID_ARGUMENT, "num_seqs");
 }
 
 // Enum fields are checked as integers (an out-of-range value loaded as the enum type would be
@@ -292,16 +359,16 @@ TEST(ApiValidation, OverlappingOutputsAreRejected) {
   ASSERT_EQ(p.forward(), RINGATTN_SUCCESS) << last();
   ringattn_tensor_t dq_on_q = p.tdq;
   dq_on_q.data = p.q.data();
-  EXPECT_ERROR(ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout,
-                                           &dq_on_q, &p.tdk, &p.tdv, &p.params,
-                                           RINGATTN_BACKEND_CPU, nullptr),
-               RINGATTN_ERROR_INVALID_ARGUMENT, "output 'dq' overlaps input 'q'");
+  EXPECT_ERROR(
+      ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout, &dq_on_q, &p.tdk,
+                                  &p.tdv, &p.params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_INVALID_ARGUMENT, "output 'dq' overlaps input 'q'");
   ringattn_tensor_t dv_on_dk = p.tdv;
   dv_on_dk.data = p.dk.data() + 3;
-  EXPECT_ERROR(ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout, &p.tdq,
-                                           &p.tdk, &dv_on_dk, &p.params, RINGATTN_BACKEND_CPU,
-                                           nullptr),
-               RINGATTN_ERROR_INVALID_ARGUMENT, "outputs 'dk' and 'dv' overlap");
+  EXPECT_ERROR(
+      ringattn_attention_backward(&p.tq, &p.tk, &p.tv, &p.to, &p.tlse, &p.tdout, &p.tdq, &p.tdk,
+                                  &dv_on_dk, &p.params, RINGATTN_BACKEND_CPU, nullptr),
+      RINGATTN_ERROR_INVALID_ARGUMENT, "outputs 'dk' and 'dv' overlap");
   ringattn_tensor_t self = p.to;
   self.strides[1] = 0;  // every row of a batch entry on the same memory
   EXPECT_ERROR(ringattn_attention_forward(&p.tq, &p.tk, &p.tv, &self, &p.tlse, &p.params,

@@ -40,7 +40,8 @@ TEST(KernelBackward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
                       {96, 129, kF32, false}, {128, 1, kBF16, true},   {256, 129, kF16, true},
                       {128, 129, kF32, true}, {256, 7, kBF16, false},  {64, 1000, kBF16, true},
                       {40, 7, kF32, false},   {128, 1000, kF16, false}};
-  for (const Row& r : rows) check_backward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull, 2, 1));
+  for (const Row& r : rows)
+    check_backward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull, 2, 1));
 }
 
 TEST(KernelBackward, WindowsShardsAndPackedSequencesMatchFp64) {
@@ -64,7 +65,8 @@ TEST(KernelBackward, WindowsShardsAndPackedSequencesMatchFp64) {
 TEST(KernelBackward, GqaRatios1248SumKeyGradientsOverTheGroup) {
   const DType types[] = {kBF16, kF32, kF16, kF32};
   const int64_t hkvs[] = {8, 4, 2, 1};
-  for (int i = 0; i < 4; ++i) check_backward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
+  for (int i = 0; i < 4; ++i)
+    check_backward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
 }
 
 TEST(KernelBackward, RowsAndKeysThatSeeNothingGetZeroGradients) {
@@ -152,9 +154,21 @@ TEST(KernelBackward, AccumulateModeAddsContributionsOfBlocks) {
   dout.fill(in.dout);
   HostRowStat lse(1, H, S), delta(1, H, S);
   const PosBlock all = run_block(S);
-  FwdParams f{1,       S,         S,         H,        1,         D,
-              q.ref(), k.ref(),   v.ref(),   o.ref(),  lse.ref(), static_cast<float>(1.0 / sqrt(D)),
-              s.mask,  all.map(), all.map(), kOutFinal};
+  FwdParams f{};
+  f.batch = 1;
+  f.sq = f.sk = S;
+  f.hq = H;
+  f.hkv = 1;
+  f.d = D;
+  f.q = q.ref();
+  f.k = k.ref();
+  f.v = v.ref();
+  f.scale = static_cast<float>(1.0 / sqrt(D));
+  f.mask = s.mask;
+  f.q_pos = f.k_pos = all.map();
+  f.o = o.ref();
+  f.lse = lse.ref();
+  f.out_mode = kOutFinal;
   cpu::attention_forward(f);
   cpu::compute_delta(1, S, H, D, dout.ref(), o.ref(), delta.ref());
 
@@ -176,26 +190,27 @@ TEST(KernelBackward, AccumulateModeAddsContributionsOfBlocks) {
     for (int ki = 0; ki < 2; ++ki) {
       const int64_t q0 = qi ? half : 0, k0 = ki ? half : 0;
       const int64_t nq = qi ? S - half : half, nk = ki ? S - half : half;
-      BwdParams p{1,
-                  nq,
-                  nk,
-                  H,
-                  1,
-                  D,
-                  sub(q.ref(), q0),
-                  sub(k.ref(), k0),
-                  sub(v.ref(), k0),
-                  sub(dout.ref(), q0),
-                  sub_stat(lse.ref(), q0),
-                  sub_stat(delta.ref(), q0),
-                  sub(dq.ref(), q0),
-                  sub(dk.ref(), k0),
-                  sub(dv.ref(), k0),
-                  true,
-                  f.scale,
-                  s.mask,
-                  (qi ? hi : lo).map(),
-                  (ki ? hi : lo).map()};
+      BwdParams p{};
+      p.batch = 1;
+      p.sq = nq;
+      p.sk = nk;
+      p.hq = H;
+      p.hkv = 1;
+      p.d = D;
+      p.q = sub(q.ref(), q0);
+      p.k = sub(k.ref(), k0);
+      p.v = sub(v.ref(), k0);
+      p.scale = f.scale;
+      p.mask = s.mask;
+      p.q_pos = (qi ? hi : lo).map();
+      p.k_pos = (ki ? hi : lo).map();
+      p.dout = sub(dout.ref(), q0);
+      p.lse = sub_stat(lse.ref(), q0);
+      p.delta = sub_stat(delta.ref(), q0);
+      p.dq = sub(dq.ref(), q0);
+      p.dk = sub(dk.ref(), k0);
+      p.dv = sub(dv.ref(), k0);
+      p.accumulate = true;
       cpu::attention_backward(p);
     }
   }

@@ -42,14 +42,16 @@ TEST(KernelForward, WholeSequenceMatchesFp64AcrossHeadDimsLengthsAndDtypes) {
                       {128, 1000, kF16, true}, {256, 7, kBF16, false},  {64, 1000, kBF16, false},
                       {40, 1000, kF32, true},  {96, 7, kF16, true},     {32, 129, kBF16, false},
                       {256, 1, kF32, true},    {128, 129, kF32, false}, {64, 1, kF16, true}};
-  for (const Row& r : rows) check_forward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull));
+  for (const Row& r : rows)
+    check_forward(whole_sequence_spec(r.t, r.s, r.d, r.causal ? kCausal : kFull));
 }
 
 TEST(KernelForward, SlidingWindowsCausalAndBidirectionalMatchFp64) {
   check_forward(whole_sequence_spec(kF32, 1000, 64, make_mask_spec(true, 100, -1)));
   check_forward(whole_sequence_spec(kBF16, 129, 128, make_mask_spec(false, 20, 10)));
   check_forward(whole_sequence_spec(kF16, 1000, 32, make_mask_spec(false, -1, 30)));
-  check_forward(whole_sequence_spec(kF32, 129, 40, make_mask_spec(true, 0, -1)));  // only the diagonal
+  check_forward(
+      whole_sequence_spec(kF32, 129, 40, make_mask_spec(true, 0, -1)));  // only the diagonal
 }
 
 TEST(KernelForward, QueryBlockWithPositionOffsetAgainstEarlierKeys) {
@@ -65,7 +67,10 @@ TEST(KernelForward, QueryBlockWithPositionOffsetAgainstEarlierKeys) {
 TEST(KernelForward, ZigzagShardsCausalMatchFp64) {
   // One ring step: rank 1's queries against rank 3's keys, and against its own keys.
   for (int32_t krank : {3, 1, 0}) {
-    KernelSpec s = whole_sequence_spec(krank == 3 ? kF32 : krank == 1 ? kF16 : kBF16, 0, 64, kCausal);
+    KernelSpec s = whole_sequence_spec(krank == 3   ? kF32
+                                       : krank == 1 ? kF16
+                                                    : kBF16,
+                                       0, 64, kCausal);
     s.qb = shard_block(kZigzag, 1000, 4, 1);
     s.kb = shard_block(kZigzag, 1000, 4, krank);
     check_forward(s);
@@ -97,7 +102,8 @@ TEST(KernelForward, ContiguousShardsFullyVisibleAndFullyHidden) {
 TEST(KernelForward, GqaRatios1248MatchFp64) {
   const DType types[] = {kF32, kBF16, kF16, kF32};
   const int64_t hkvs[] = {8, 4, 2, 1};
-  for (int i = 0; i < 4; ++i) check_forward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
+  for (int i = 0; i < 4; ++i)
+    check_forward(whole_sequence_spec(types[i], 129, 64, kCausal, 8, hkvs[i]));
 }
 
 TEST(KernelForward, RowsThatSeeNoKeyGetZeroOutputAndMinusInfLse) {

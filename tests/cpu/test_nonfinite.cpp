@@ -17,8 +17,7 @@ ringattn_status_t run_cpu(NonfiniteProblem* p) {
     return tensor_bshd(x.data(), dt, 1, S, h, D);
   };
   ringattn_tensor_t tq = t(b.q, Hq), tk = t(b.k, Hkv), tv = t(b.v, Hkv), to = t(b.o, Hq),
-                    tdo = t(b.dout, Hq), tdq = t(b.dq, Hq), tdk = t(b.dk, Hkv),
-                    tdv = t(b.dv, Hkv);
+                    tdo = t(b.dout, Hq), tdq = t(b.dq, Hq), tdk = t(b.dk, Hkv), tdv = t(b.dv, Hkv);
   ringattn_tensor_t tl = lse_bhs(p->lse.data(), 1, Hq, S);
   ringattn_status_t st = ringattn_attention_forward(&tq, &tk, &tv, &to, &tl, &p->params,
                                                     RINGATTN_BACKEND_CPU, nullptr);

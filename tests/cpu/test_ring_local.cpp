@@ -213,8 +213,8 @@ TEST(RingLocal, PlanRunsAreBitwiseTheOneShotCallsAndAllocateNothing) {
     EXPECT_EQ(bytes, own.workspace_size());
     EXPECT_EQ(bytes % 64, 0u);
     std::vector<double> caller_ws(bytes / sizeof(double) + 8);
-    char* ws = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(caller_ws.data()) + 63) / 64 *
-                                       64);
+    char* ws =
+        reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(caller_ws.data()) + 63) / 64 * 64);
     // The first run warms the per-thread scratch of the CPU kernels; later runs allocate nothing.
     pr.poison();
     plan_run(own, &pr);
@@ -290,9 +290,9 @@ TEST(RingLocal, StructSizeVersionSkew) {
   } newer{p, 123};
   newer.p.struct_size = sizeof(Newer);
   pr.poison();
-  ASSERT_EQ(ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &newer.p,
-                                  nullptr),
-            RINGATTN_SUCCESS)
+  ASSERT_EQ(
+      ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &newer.p, nullptr),
+      RINGATTN_SUCCESS)
       << ringattn_get_last_error();
   EXPECT_EQ(max_abs_error(pr.to.values(), want), 0.0);
 
@@ -305,9 +305,9 @@ TEST(RingLocal, StructSizeVersionSkew) {
             RINGATTN_ERROR_INVALID_ARGUMENT);
   ringattn_attn_params_t bad = p;
   bad.struct_size = sizeof(size_t);
-  EXPECT_EQ(ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &bad,
-                                  nullptr),
-            RINGATTN_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(
+      ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &bad, nullptr),
+      RINGATTN_ERROR_INVALID_ARGUMENT);
   EXPECT_NE(std::string(ringattn_get_last_error()).find("struct_size"), std::string::npos);
   EXPECT_EQ(ringattn_attention_forward(&pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &bad,
                                        RINGATTN_BACKEND_CPU, nullptr),

@@ -225,8 +225,8 @@ bool nccl_runnable(std::string* why) {
 std::unique_ptr<comm::NcclTransport> nccl(int64_t timeout_ms) {
   ringattn_status_t st = RINGATTN_SUCCESS;
   std::string err;
-  std::unique_ptr<comm::Transport> side = comm::MpiTransport::create(MPI_COMM_WORLD, timeout_ms,
-                                                                     &st, &err);
+  std::unique_ptr<comm::Transport> side =
+      comm::MpiTransport::create(MPI_COMM_WORLD, timeout_ms, &st, &err);
   EXPECT_EQ(st, RINGATTN_SUCCESS) << err;
   if (!side) return nullptr;
   auto t = comm::NcclTransport::bootstrap(std::move(side), timeout_ms, &st, &err);

@@ -271,6 +271,57 @@ TEST_P(RingCuda, DeviceBuffersMatchFloat64ReferenceOfTheWholeSequence) {
   cudaStreamDestroy(stream);
 }
 
+// The hybrid layout on device buffers over the staged MPI transport (P ranks may share one
+// GPU): every ulysses degree U > 1 dividing P, cases that cover the all-to-all's paths
+// (fixed length, packed with empty sequences, replicated key/value heads with their float32
+// gradient sums, half precision).
+TEST(RingCudaHybrid, StagedUlyssesDegreesMatchFloat64ReferenceOfTheWholeSequence) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+  if (world_size() < 2) GTEST_SKIP() << "needs a ulysses degree > 1";
+  std::vector<RingCase> cases;
+  RingCase c;
+  c.backward = true;
+  c.name = "hybrid causal";
+  c.layout = fixed(2, 131);
+  c.hq = 8;
+  c.hkv = 2;
+  c.d = 64;
+  c.dtype = kBF16;
+  c.causal = true;
+  cases.push_back(c);
+  c.name = "hybrid packed, MQA (replicated heads), window (7, 0)";
+  c.layout = packed_lengths({17, 1, 0, 50, 4});
+  c.hkv = 1;
+  c.causal = false;
+  c.window_left = 7;
+  c.window_right = 0;
+  c.dtype = kF16;
+  cases.push_back(c);
+  cudaStream_t stream = nullptr;
+  ASSERT_TRUE(all_ranks(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess));
+  for (int32_t u = 2; u <= world_size(); ++u) {
+    if (world_size() % u != 0) continue;
+    ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
+    opts.ulysses_degree = u;
+    ringattn_context_t ctx = nullptr;
+    ASSERT_TRUE(all_ranks(ringattn_context_create(MPI_COMM_WORLD, RINGATTN_BACKEND_CUDA, &opts,
+                                                  &ctx) == RINGATTN_SUCCESS))
+        << ringattn_get_last_error();
+    for (const RingCase& rc : cases) {
+      SCOPED_TRACE(describe(rc) + ", ulysses_degree " + std::to_string(u));
+      const RingInputs in = make_inputs(rc, shared_seed());
+      RingResult r;
+      {
+        DevicePlacement on_device(stream);
+        r = run_ring(rc, in, ctx, MPI_COMM_WORLD, &on_device);
+      }
+      EXPECT_TRUE(check_against_reference(rc, in, r, MPI_COMM_WORLD));
+    }
+    ringattn_context_destroy(ctx);
+  }
+  cudaStreamDestroy(stream);
+}
+
 // A dead peer (a rank that never calls) is an error on every other rank within the timeout,
 // and the context fails fast afterwards.
 TEST(RingCudaErrors, RankThatNeverCallsMakesTheOthersTimeOut) {
@@ -507,8 +558,8 @@ TEST(RingCudaGraph, CapturedCallsReplayTheEagerResultsBitwise) {
   ASSERT_TRUE(prob.poison());
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
-  const std::string failed =
-      capture_and_launch(stream, [&] { return prob.enqueue(ctx, stream); }, &graph, &exec);
+  const std::string failed = capture_and_launch(
+      stream, [&] { return prob.enqueue(ctx, stream); }, &graph, &exec);
   ASSERT_EQ(failed, "");
   EXPECT_TRUE(all_ranks(prob.outputs() == eager)) << "replay differs from the eager call";
 

@@ -42,9 +42,6 @@ class FaultyBackend final : public Backend {
   int failures = 0;
 
   ringattn_backend_t kind() const override { return cpu_->kind(); }
-  Status supports(int64_t head_dim, DType dtype) const override {
-    return cpu_->supports(head_dim, dtype);
-  }
   Status forward(const FwdParams& p, void* s) override { return cpu_->forward(p, s); }
   Status backward(const BwdParams& p, void* s) override { return cpu_->backward(p, s); }
   size_t backward_query_pack_bytes(const BwdParams& p) const override {
@@ -66,9 +63,16 @@ class FaultyBackend final : public Backend {
     }
     return cpu_->convert(b, n, h, d, src, dst, s);
   }
+  Status accumulate(int64_t b, int64_t n, int64_t h, int64_t d, const TensorRef& src,
+                    const TensorRef& dst, void* s) override {
+    return cpu_->accumulate(b, n, h, d, src, dst, s);
+  }
   Status fill_rowstat(int64_t b, int64_t h, int64_t n, const RowStatRef& dst, float value,
                       void* s) override {
     return cpu_->fill_rowstat(b, h, n, dst, value, s);
+  }
+  Status upload(void* dst, const void* host, size_t bytes, void* s) override {
+    return cpu_->upload(dst, host, bytes, s);
   }
   void* alloc(size_t bytes, void* s) override { return cpu_->alloc(bytes, s); }
   void free(void* ptr, void* s) override { cpu_->free(ptr, s); }
@@ -128,8 +132,7 @@ struct Problem {
 std::unique_ptr<RingContext> make_ring(Backend* backend, int32_t chunks) {
   ringattn_status_t st = RINGATTN_SUCCESS;
   std::string err;
-  std::unique_ptr<comm::Transport> t =
-      comm::MpiTransport::create(MPI_COMM_WORLD, 20000, &st, &err);
+  std::unique_ptr<comm::Transport> t = comm::MpiTransport::create(MPI_COMM_WORLD, 20000, &st, &err);
   if (!t) return nullptr;
   return std::unique_ptr<RingContext>(new RingContext(std::move(t), backend, chunks));
 }

@@ -117,6 +117,45 @@ TEST(RingPlan, PackedSequencesShorterThanTheRingLeaveRanksEmpty) {
   EXPECT_TRUE(runs_may_see(MaskSpec{-1, -1}, &a, 1, &a, 1));
 }
 
+// A plan's device copy of its runs (RingContext::upload_runs, for CUDA kernels that take at most
+// 8 runs inline): max_map_runs says when one is needed, and every map then points at the copy of
+// exactly its own runs.
+TEST(RingPlan, DeviceRunsFollowEveryMapOfAPackedBatch) {
+  RingProblem p = problem(2, 1, kZigzag, 0, make_mask_spec(true, -1, -1), 3);
+  p.packed = true;
+  p.cu_seqlens = {0};
+  for (int b = 0; b < 12; ++b) p.cu_seqlens.push_back(p.cu_seqlens.back() + 8 + b);
+  RingPlan plan;
+  plan.build(p);
+  // Zigzag at P = 2: two runs of each of the 12 sequences per block.
+  EXPECT_EQ(plan.max_map_runs(), 24);
+  EXPECT_EQ(plan.block_map(0).device_runs, nullptr);
+  // A stand-in device buffer: the host runs shifted, so that a map pointing at the wrong place
+  // shows.
+  std::vector<PosRun> copy(plan.runs().size() + 5);
+  for (size_t i = 0; i < plan.runs().size(); ++i) copy[i + 5] = plan.runs()[i];
+  plan.set_device_runs(copy.data() + 5);
+  auto same = [](const PosMap& m) {
+    if (m.device_runs == nullptr) return false;
+    for (int32_t i = 0; i < m.num_runs; ++i) {
+      const PosRun &a = m.runs[i], &b = m.device_runs[i];
+      if (a.seq != b.seq || a.start != b.start || a.count != b.count || a.stride != b.stride) {
+        return false;
+      }
+    }
+    return true;
+  };
+  for (int32_t s = 0; s < 2; ++s) {
+    EXPECT_TRUE(same(plan.block_map(s))) << s;
+    for (int32_t c = 0; c < 3; ++c) EXPECT_TRUE(same(plan.map(plan.k_chunk(s, c)))) << s << c;
+  }
+  for (int32_t c = 0; c < 3; ++c) EXPECT_TRUE(same(plan.map(plan.q_chunk(c)))) << c;
+  // A rebuilt plan forgets the copy of its old runs.
+  plan.build(problem(2, 1, kZigzag, 64, MaskSpec{-1, -1}));
+  EXPECT_EQ(plan.block_map(0).device_runs, nullptr);
+  EXPECT_LE(plan.max_map_runs(), 2);
+}
+
 TEST(RingPlan, EmptyProblemHasNothingVisible) {
   RingPlan plan;
   plan.build(problem(3, 0, kStriped, 2, MaskSpec{-1, -1}));

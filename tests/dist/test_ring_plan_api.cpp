@@ -91,8 +91,8 @@ ringattn_status_t one_shot(ringattn_context_t ctx, Local* l, const ringattn_attn
 }
 
 ringattn_status_t plan_run(ringattn_ring_plan_t plan, Local* l, void* ws, size_t bytes) {
-  ringattn_status_t st = ringattn_ring_plan_forward(plan, &l->tq, &l->tk, &l->tv, &l->to,
-                                                    &l->tlse, ws, bytes, nullptr);
+  ringattn_status_t st = ringattn_ring_plan_forward(plan, &l->tq, &l->tk, &l->tv, &l->to, &l->tlse,
+                                                    ws, bytes, nullptr);
   if (st != RINGATTN_SUCCESS) return st;
   return ringattn_ring_plan_backward(plan, &l->tq, &l->tk, &l->tv, &l->to, &l->tlse, &l->tdo,
                                      &l->tdq, &l->tdk, &l->tdv, ws, bytes, nullptr);
@@ -167,9 +167,9 @@ TEST(RingPlanApi, RunsCheckTheirTensorsAndWorkspace) {
   ringattn_ring_plan_t plan = nullptr;
   ASSERT_TRUE(all_ranks(ringattn_ring_plan_create(ctx, &l.tq, &l.tk, &l.tv, &p, 0, &plan) ==
                         RINGATTN_SUCCESS));
-  EXPECT_EQ(ringattn_ring_plan_forward(plan, &l.tq, &l.tk, &l.tv, &l.to, &l.tlse, nullptr, 0,
-                                       nullptr),
-            RINGATTN_ERROR_NULL_POINTER);
+  EXPECT_EQ(
+      ringattn_ring_plan_forward(plan, &l.tq, &l.tk, &l.tv, &l.to, &l.tlse, nullptr, 0, nullptr),
+      RINGATTN_ERROR_NULL_POINTER);
   EXPECT_NE(std::string(ringattn_get_last_error()).find("own_workspace"), std::string::npos);
   size_t bytes = 0;
   ringattn_ring_plan_workspace_size(plan, &bytes);

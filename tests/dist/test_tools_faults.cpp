@@ -48,8 +48,8 @@ struct Outcome {
 // Runs `mpirun -np 3 tool args` in the background, stops its highest-pid rank after
 // `stop_after_ms`, and waits (at most 60 s) for the job to end.
 Outcome run_and_stop_one(const std::string& tool, const std::string& args, int stop_after_ms) {
-  const fs::path log = fs::temp_directory_path() /
-                       ("ringattn_tools_faults_" + std::to_string(::getpid()) + ".log");
+  const fs::path log =
+      fs::temp_directory_path() / ("ringattn_tools_faults_" + std::to_string(::getpid()) + ".log");
   const std::string cmd = "exec timeout -k 5 60 " + std::string(RINGATTN_MPIEXEC) +
                           " -np 3 --oversubscribe " + tool + " " + args + " > " + log.string() +
                           " 2>&1";
@@ -125,15 +125,13 @@ TEST(ToolsFaults, RunWithAStoppedRankReportsTheTimeoutAndExits) {
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 1000) / 1000.f;
   std::string err;
   for (const char* n : {"q", "k", "v", "do"}) {
-    ASSERT_TRUE(
-        ringattn::npy::write_f32((dir / (std::string(n) + ".npy")).string(), {1, S, H, D},
-                                 x.data(), &err))
+    ASSERT_TRUE(ringattn::npy::write_f32((dir / (std::string(n) + ".npy")).string(), {1, S, H, D},
+                                         x.data(), &err))
         << err;
   }
-  const std::string args = "--q " + (dir / "q.npy").string() + " --k " +
-                           (dir / "k.npy").string() + " --v " + (dir / "v.npy").string() +
-                           " --do " + (dir / "do.npy").string() + " --causal --out " +
-                           (dir / "out").string();
+  const std::string args = "--q " + (dir / "q.npy").string() + " --k " + (dir / "k.npy").string() +
+                           " --v " + (dir / "v.npy").string() + " --do " +
+                           (dir / "do.npy").string() + " --causal --out " + (dir / "out").string();
   const Outcome o = run_and_stop_one(RINGATTN_RUN_TOOL, args, 1500);
   fs::remove_all(dir);
   expect_timeout_reported(o, "ringattn_run");

@@ -408,8 +408,7 @@ std::string AttnCase::params_fault() const {
   // Versioned: the first version ends with window_right (32 bytes), whose missing fields take
   // their defaults; a longer struct is read up to the fields the library knows; any other size
   // is an error.
-  constexpr size_t kFirstVersion =
-      offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
+  constexpr size_t kFirstVersion = offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
   if (params.struct_size != kFirstVersion && params.struct_size < sizeof(params)) {
     return "struct_size";
   }

@@ -38,11 +38,10 @@ ringattn_status_t run_cuda(NonfiniteProblem* p) {
   const ringattn_dtype_t dt = p->dtype;
   NonfiniteBytes b(*p);
   std::vector<unsigned char> hl = to_dtype_bytes(std::vector<float>(Hq * S), RINGATTN_FLOAT32);
-  Dev q(&b.q), k(&b.k), v(&b.v), o(&b.o), lse(&hl), dout(&b.dout), dq(&b.dq), dk(&b.dk),
-      dv(&b.dv);
+  Dev q(&b.q), k(&b.k), v(&b.v), o(&b.o), lse(&hl), dout(&b.dout), dq(&b.dq), dk(&b.dk), dv(&b.dv);
   auto t = [dt](Dev& x, int64_t h) { return tensor_bshd(x.ptr, dt, 1, S, h, D); };
-  ringattn_tensor_t tq = t(q, Hq), tk = t(k, Hkv), tv = t(v, Hkv), to = t(o, Hq),
-                    tdo = t(dout, Hq), tdq = t(dq, Hq), tdk = t(dk, Hkv), tdv = t(dv, Hkv);
+  ringattn_tensor_t tq = t(q, Hq), tk = t(k, Hkv), tv = t(v, Hkv), to = t(o, Hq), tdo = t(dout, Hq),
+                    tdq = t(dq, Hq), tdk = t(dk, Hkv), tdv = t(dv, Hkv);
   ringattn_tensor_t tl = lse_bhs(static_cast<float*>(lse.ptr), 1, Hq, S);
   ringattn_status_t st = ringattn_attention_forward(&tq, &tk, &tv, &to, &tl, &p->params,
                                                     RINGATTN_BACKEND_CUDA, nullptr);

@@ -1,9 +1,8 @@
 /* A C program built against the installed package: runs one small attention call. */
 #include <math.h>
+#include <ringattn/ringattn.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <ringattn/ringattn.h>
 
 static void make(ringattn_tensor_t* t, float* data, int64_t s, int64_t h, int64_t d) {
   memset(t, 0, sizeof(*t));

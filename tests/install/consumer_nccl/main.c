@@ -1,9 +1,8 @@
 /* A C program built against the installed package with NCCL and no MPI: ringattn_nccl.h must
  * compile without mpi.h. It runs without a GPU: a NULL communicator is refused with a message. */
+#include <ringattn/ringattn_nccl.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <ringattn/ringattn_nccl.h>
 
 #ifdef MPI_VERSION
 #error "ringattn_nccl.h pulled in mpi.h"
