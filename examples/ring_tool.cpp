@@ -1,5 +1,6 @@
 #include "ring_tool.h"
 
+#include <CLI/CLI.hpp>
 #include <cstring>
 
 #include "host_dtype.h"
@@ -168,10 +169,20 @@ void select_device_by_local_rank() {
 
 }  // namespace
 
-int32_t placement_value(const std::string& name) {
-  return name == "ring"   ? RINGATTN_PLACEMENT_RING_CONSECUTIVE
-         : name == "auto" ? RINGATTN_PLACEMENT_AUTO
-                          : RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE;
+void HybridArgs::add_to(CLI::App& app) {
+  app.add_option("--ulysses-degree", ulysses,
+                 "hybrid layout: U ranks exchange heads by all-to-all, rings of P / U ranks")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--placement", placement,
+                 "which ranks form the Ulysses groups: ulysses (consecutive) | ring | auto")
+      ->check(CLI::IsMember({"ulysses", "ring", "auto"}));
+}
+
+void HybridArgs::apply(ringattn_context_options_t* opts) const {
+  opts->ulysses_degree = ulysses;
+  opts->placement = placement == "ring"   ? RINGATTN_PLACEMENT_RING_CONSECUTIVE
+                    : placement == "auto" ? RINGATTN_PLACEMENT_AUTO
+                                          : RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE;
 }
 
 ringattn_status_t create_context(const std::string& transport, ringattn_backend_t backend,

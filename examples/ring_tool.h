@@ -10,6 +10,10 @@
 
 #include "ringattn/ringattn_mpi.h"
 
+namespace CLI {
+class App;
+}  // namespace CLI
+
 namespace ringattn {
 namespace tool {
 
@@ -54,9 +58,16 @@ class Placed {
 // Wait for the current device's work (no-op without CUDA): timing of backend cuda calls.
 void device_sync();
 
-// ringattn_placement_t of a --placement value: "ring" (ring-consecutive), "auto", else
-// Ulysses-consecutive.
-int32_t placement_value(const std::string& name);
+// The hybrid layout's options of the tools: --ulysses-degree U and --placement
+// ulysses|ring|auto (docs/ring.md, "Ulysses and hybrid").
+struct HybridArgs {
+  int ulysses = 1;
+  std::string placement = "ulysses";
+  // Registers both options on `app` (CLI11).
+  void add_to(CLI::App& app);
+  // Sets opts->ulysses_degree and opts->placement.
+  void apply(ringattn_context_options_t* opts) const;
+};
 
 // A ring context over MPI_COMM_WORLD: transport "mpi" (device buffers staged through pinned
 // host memory) or "nccl" (bootstrapped over MPI; backend cuda; needs an NCCL build). Backend

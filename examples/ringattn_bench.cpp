@@ -49,9 +49,9 @@ struct Args {
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
   std::string backend = "cpu", transport = "mpi";
   std::string emulate;  // "R/P"
-  std::string placement = "ulysses";
+  ringattn::tool::HybridArgs hybrid;
   bool causal = false, single = false, verbose = false, plan = false;
-  int iters = 5, warmup = 1, check = 1, chunks = 0, ulysses = 1;
+  int iters = 5, warmup = 1, check = 1, chunks = 0;
 };
 
 // Inputs are a pure function of (tensor, batch, global row, head, dim), so any rank can build
@@ -268,12 +268,7 @@ int main(int argc, char** argv) {
   app.add_flag("--plan", a.plan, "run through a ring plan (agreed once, no per-call agreement)");
   app.add_option("--emulate", a.emulate,
                  "R/P: run rank R's share of a P-rank ring alone (compute only, -np 1)");
-  app.add_option("--ulysses-degree", a.ulysses,
-                 "hybrid layout: U ranks exchange heads by all-to-all, rings of P / U ranks")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--placement", a.placement,
-                 "which ranks form the Ulysses groups: ulysses (consecutive) | ring | auto")
-      ->check(CLI::IsMember({"ulysses", "ring", "auto"}));
+  a.hybrid.add_to(app);
   app.add_flag("--verbose", a.verbose, "print every rank's timing split of the last iteration");
   app.add_option("--json", a.json, "also write the rows as JSON to this file");
   app.add_option("--backend", a.backend, "cpu|cuda (cuda: device copies of the shards)");
@@ -334,8 +329,7 @@ int main(int argc, char** argv) {
   const char* mask_name = !a.window.empty() ? "window" : a.causal ? "causal" : "full";
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   opts.chunks = a.chunks;
-  opts.ulysses_degree = a.ulysses;
-  opts.placement = ringattn::tool::placement_value(a.placement);
+  a.hybrid.apply(&opts);
   ringattn_context_t ctx = nullptr;
   if (emulated) {
     if (ringattn_context_create_compute_only(emu_rank, emu_world, backend, &opts, &ctx) !=

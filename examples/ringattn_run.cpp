@@ -32,10 +32,10 @@ using ringattn::tool::Tensor;
 
 struct Args {
   std::string q, k, v, dout, cu, out, window, scheme = "zigzag", dtype = "f32", backend = "cpu";
-  std::string transport = "mpi", placement = "ulysses";
+  std::string transport = "mpi";
   bool causal = false;
   float scale = 0.0f;
-  int ulysses = 1;
+  ringattn::tool::HybridArgs hybrid;
 };
 
 // Every rank decides the same way: an error anywhere is an error everywhere.
@@ -207,8 +207,7 @@ int run(const Args& a) {
   // The context first: it reports an unusable backend (no device) as the library's error.
   ringattn_context_t ctx = nullptr;
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  opts.ulysses_degree = a.ulysses;
-  opts.placement = ringattn::tool::placement_value(a.placement);
+  a.hybrid.apply(&opts);
   st = ringattn::tool::create_context(a.transport, backend, &opts, &ctx);
   // Backend cuda: the ring sees device copies (default stream), copied back after the calls.
   const bool device = backend == RINGATTN_BACKEND_CUDA;
@@ -330,12 +329,7 @@ int main(int argc, char** argv) {
   app.add_option("--backend", a.backend, "cpu|cuda (default cpu)");
   app.add_option("--transport", a.transport,
                  "mpi|nccl (default mpi; nccl needs --backend cuda and one GPU per rank)");
-  app.add_option("--ulysses-degree", a.ulysses,
-                 "hybrid layout: U ranks exchange heads by all-to-all, rings of P / U ranks")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--placement", a.placement,
-                 "which ranks form the Ulysses groups: ulysses (consecutive) | ring | auto")
-      ->check(CLI::IsMember({"ulysses", "ring", "auto"}));
+  a.hybrid.add_to(app);
   app.add_option("--out", a.out, "output directory (written by rank 0)")->required();
   int rc = 0;
   try {

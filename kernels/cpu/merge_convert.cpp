@@ -39,8 +39,12 @@ void merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorR
   }
 }
 
-void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
-             const TensorRef& dst) {
+namespace {
+
+// dst = src cast to dst's dtype (src.data == nullptr: zeros), or with kAdd dst (float32) += src.
+template <bool kAdd>
+void convert_rows(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                  const TensorRef& dst) {
   const int64_t rows = batch * s * h;
   reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
 #pragma omp parallel for schedule(static)
@@ -52,22 +56,25 @@ void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& sr
     } else {
       load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
     }
-    store_row(dst.dtype, buf, d, 1.0f, tensor_row(dst, b, ss, hh));
+    if (kAdd) {
+      float* out = static_cast<float*>(tensor_row(dst, b, ss, hh));
+      for (int64_t i = 0; i < d; ++i) out[i] += buf[i];
+    } else {
+      store_row(dst.dtype, buf, d, 1.0f, tensor_row(dst, b, ss, hh));
+    }
   }
+}
+
+}  // namespace
+
+void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+             const TensorRef& dst) {
+  convert_rows<false>(batch, s, h, d, src, dst);
 }
 
 void accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                 const TensorRef& dst) {
-  const int64_t rows = batch * s * h;
-  reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
-    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
-    load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
-    float* out = static_cast<float*>(tensor_row(dst, b, ss, hh));
-    for (int64_t i = 0; i < d; ++i) out[i] += buf[i];
-  }
+  convert_rows<true>(batch, s, h, d, src, dst);
 }
 
 }  // namespace cpu

@@ -110,22 +110,28 @@ cudaError_t merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const 
   return cudaGetLastError();
 }
 
-cudaError_t convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
-                    const TensorRef& dst, cudaStream_t stream) {
+namespace {
+
+template <bool kAdd>
+cudaError_t launch_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                           const TensorRef& dst, cudaStream_t stream) {
   const int64_t rows = batch * s * h;
   if (rows == 0) return cudaSuccess;
-  convert_kernel<false><<<row_blocks(rows), kThreads, 0, stream>>>(
+  convert_kernel<kAdd><<<row_blocks(rows), kThreads, 0, stream>>>(
       rows, s, h, static_cast<int>(d), tensor_arg(src), src.dtype, tensor_arg(dst), dst.dtype);
   return cudaGetLastError();
 }
 
+}  // namespace
+
+cudaError_t convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
+                    const TensorRef& dst, cudaStream_t stream) {
+  return launch_convert<false>(batch, s, h, d, src, dst, stream);
+}
+
 cudaError_t accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                        const TensorRef& dst, cudaStream_t stream) {
-  const int64_t rows = batch * s * h;
-  if (rows == 0) return cudaSuccess;
-  convert_kernel<true><<<row_blocks(rows), kThreads, 0, stream>>>(
-      rows, s, h, static_cast<int>(d), tensor_arg(src), src.dtype, tensor_arg(dst), dst.dtype);
-  return cudaGetLastError();
+  return launch_convert<true>(batch, s, h, d, src, dst, stream);
 }
 
 cudaError_t fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,

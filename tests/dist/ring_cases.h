@@ -24,7 +24,10 @@ inline GlobalLayout packed_lengths(const std::vector<int64_t>& lens) {
   return g;
 }
 
-inline std::vector<RingCase> ring_cases(bool backward) {
+// For every scheme: full, causal, causal sliding window (24, 0) and window (9, 5) masks on
+// [2, 157] (uneven over 2, 3, 4 and 8 ranks), and packed uneven lengths (some shorter than 2P,
+// one empty) with causal, full and window (6, 2) masks, at Hq : Hkv heads.
+inline std::vector<RingCase> scheme_mask_cases(int64_t hq, int64_t hkv, bool backward) {
   std::vector<RingCase> cases;
   auto add = [&](RingCase c) {
     c.backward = backward;
@@ -36,8 +39,8 @@ inline std::vector<RingCase> ring_cases(bool backward) {
     RingCase c;
     c.scheme = s;
     c.layout = fixed(2, 157);  // uneven over 2, 3, 4 and 8 ranks
-    c.hq = 4;
-    c.hkv = 2;
+    c.hq = hq;
+    c.hkv = hkv;
     c.name = "full";
     add(c);
     c.name = "causal";
@@ -64,6 +67,18 @@ inline std::vector<RingCase> ring_cases(bool backward) {
     c.window_right = 2;
     add(c);
   }
+  return cases;
+}
+
+inline std::vector<RingCase> ring_cases(bool backward) {
+  std::vector<RingCase> cases;
+  auto add = [&](RingCase c) {
+    c.backward = backward;
+    cases.push_back(c);
+  };
+  const ringattn_scheme_t schemes[3] = {RINGATTN_SCHEME_CONTIGUOUS, RINGATTN_SCHEME_ZIGZAG,
+                                        RINGATTN_SCHEME_STRIPED};
+  cases = scheme_mask_cases(4, 2, backward);
   {
     RingCase c;
     c.name = "shorter than the ring: ranks hold nothing";

@@ -116,10 +116,13 @@ RingInputs make_inputs(const RingCase& c, uint64_t seed) {
   return in;
 }
 
-ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms, int32_t chunks) {
+ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms, int32_t chunks,
+                                int32_t ulysses_degree, int32_t placement) {
   ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
   opts.timeout_ms = timeout_ms;
   opts.chunks = chunks;
+  opts.ulysses_degree = ulysses_degree;
+  opts.placement = placement;
   ringattn_context_t ctx = nullptr;
   const ringattn_status_t st = ringattn_context_create(comm, RINGATTN_BACKEND_CPU, &opts, &ctx);
   EXPECT_EQ(st, RINGATTN_SUCCESS) << ringattn_get_last_error();

@@ -86,8 +86,10 @@ struct RingErrors {
                                                    const RingResult& r, MPI_Comm comm,
                                                    RingErrors* errors = nullptr);
 
-// A context on `comm` with default options (EXPECTs success).
-ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms = 0, int32_t chunks = 0);
+// A context on `comm` with default options but those given (EXPECTs success).
+ringattn_context_t make_context(MPI_Comm comm, int64_t timeout_ms = 0, int32_t chunks = 0,
+                                int32_t ulysses_degree = 1,
+                                int32_t placement = RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE);
 
 }  // namespace test
 }  // namespace ringattn

@@ -17,17 +17,6 @@ namespace ringattn {
 namespace test {
 namespace {
 
-// A context on `comm` with a hybrid layout (EXPECTs success on this rank).
-ringattn_context_t hybrid_context(MPI_Comm comm, int32_t ulysses, int32_t placement) {
-  ringattn_context_options_t opts = RINGATTN_CONTEXT_OPTIONS_INIT;
-  opts.ulysses_degree = ulysses;
-  opts.placement = placement;
-  ringattn_context_t ctx = nullptr;
-  const ringattn_status_t st = ringattn_context_create(comm, RINGATTN_BACKEND_CPU, &opts, &ctx);
-  EXPECT_EQ(st, RINGATTN_SUCCESS) << ringattn_get_last_error();
-  return ctx;
-}
-
 // The ulysses degrees to test at this world size: every divisor > 1.
 std::vector<int32_t> degrees() {
   std::vector<int32_t> u;
@@ -38,37 +27,15 @@ std::vector<int32_t> degrees() {
 }
 
 std::vector<RingCase> hybrid_cases() {
-  std::vector<RingCase> cases;
+  // Hkv = 2: a multiple of U = 2, replicated for U = 4 and 8.
+  std::vector<RingCase> cases = scheme_mask_cases(8, 2, true);
   auto add = [&](RingCase c) {
     c.backward = true;  // forward outputs are checked too
     cases.push_back(c);
   };
-  const ringattn_scheme_t schemes[3] = {RINGATTN_SCHEME_CONTIGUOUS, RINGATTN_SCHEME_ZIGZAG,
-                                        RINGATTN_SCHEME_STRIPED};
-  for (ringattn_scheme_t s : schemes) {
-    RingCase c;
-    c.scheme = s;
-    c.layout = fixed(2, 157);  // uneven over 2, 4 and 8 ranks
-    c.hq = 8;
-    c.hkv = 2;  // a multiple of U = 2, replicated for U = 4 and 8
-    c.name = "full";
-    add(c);
-    c.name = "causal";
-    c.causal = true;
-    add(c);
-    c.name = "window (9, 5)";
-    c.causal = false;
-    c.window_left = 9;
-    c.window_right = 5;
-    add(c);
-  }
   RingCase c;
-  c.name = "packed uneven lengths with empty sequences, causal";
-  c.layout = packed_lengths({1, 37, 3, 0, 64, 2, 11, 29});
   c.hq = 8;
-  c.hkv = 2;
   c.causal = true;
-  add(c);
   c.name = "MQA 8:1, causal sliding window (24, 0)";
   c.layout = fixed(1, 96);
   c.hkv = 1;
@@ -106,7 +73,7 @@ TEST_P(RingHybrid, EveryUlyssesDegreeMatchesFloat64ReferenceOfTheWholeSequence) 
   const RingInputs in = make_inputs(c, seed);
   for (int32_t u : degrees()) {
     SCOPED_TRACE("ulysses_degree " + std::to_string(u));
-    ringattn_context_t ctx = hybrid_context(MPI_COMM_WORLD, u, placement);
+    ringattn_context_t ctx = make_context(MPI_COMM_WORLD, 0, 0, u, placement);
     const RingResult r = run_ring(c, in, ctx, MPI_COMM_WORLD);
     EXPECT_TRUE(check_against_reference(c, in, r, MPI_COMM_WORLD));
     double seconds = -1;
@@ -129,7 +96,7 @@ TEST(RingHybridLayout, PlacementsGiveEveryRankOnePosition) {
     for (int32_t placement : {RINGATTN_PLACEMENT_ULYSSES_CONSECUTIVE,
                               RINGATTN_PLACEMENT_RING_CONSECUTIVE, RINGATTN_PLACEMENT_AUTO}) {
       SCOPED_TRACE("U " + std::to_string(u) + ", placement " + std::to_string(placement));
-      ringattn_context_t ctx = hybrid_context(MPI_COMM_WORLD, u, placement);
+      ringattn_context_t ctx = make_context(MPI_COMM_WORLD, 0, 0, u, placement);
       int32_t U = 0, R = 0, ur = -1, rr = -1;
       ASSERT_EQ(ringattn_context_hybrid_layout(ctx, &U, &R, &ur, &rr), RINGATTN_SUCCESS);
       EXPECT_EQ(U, u);
@@ -166,13 +133,13 @@ TEST(RingHybridProperties, ErrorIsAtMostOneAndAHalfTimesTheErrorOnOneRank) {
   const RingInputs in = make_inputs(c, seed);
   RingErrors e1;
   if (world_rank() == 0) {
-    ringattn_context_t one = hybrid_context(MPI_COMM_SELF, 1, 0);
+    ringattn_context_t one = make_context(MPI_COMM_SELF, 0, 0, 1, 0);
     const RingResult r1 = run_ring(c, in, one, MPI_COMM_SELF);
     EXPECT_TRUE(check_against_reference(c, in, r1, MPI_COMM_SELF, &e1));
     ringattn_context_destroy(one);
   }
   for (int32_t u : degrees()) {
-    ringattn_context_t ctx = hybrid_context(MPI_COMM_WORLD, u, 0);
+    ringattn_context_t ctx = make_context(MPI_COMM_WORLD, 0, 0, u, 0);
     const RingResult r = run_ring(c, in, ctx, MPI_COMM_WORLD);
     RingErrors ep;
     EXPECT_TRUE(check_against_reference(c, in, r, MPI_COMM_WORLD, &ep));
@@ -209,7 +176,7 @@ TEST(RingHybridProperties, RerunsAndPlanRunsAreBitwiseIdentical) {
   c.backward = true;
   const RingInputs in = make_inputs(c, shared_seed());
   for (int32_t u : degrees()) {
-    ringattn_context_t ctx = hybrid_context(MPI_COMM_WORLD, u, 0);
+    ringattn_context_t ctx = make_context(MPI_COMM_WORLD, 0, 0, u, 0);
     const RingResult a = run_ring(c, in, ctx, MPI_COMM_WORLD);
     const RingResult b = run_ring(c, in, ctx, MPI_COMM_WORLD);
     ASSERT_TRUE(a.ok && b.ok) << a.error << b.error;
@@ -257,7 +224,7 @@ TEST(RingHybridErrors, AUlyssesDegreeThatDoesNotDivideTheWorldFailsEveryRank) {
 
 TEST(RingHybridErrors, HeadsThatDoNotSplitAreUnsupportedOnEveryRank) {
   if (world_size() < 2 || world_size() % 2 != 0) GTEST_SKIP() << "needs an even world";
-  ringattn_context_t ctx = hybrid_context(MPI_COMM_WORLD, 2, 0);
+  ringattn_context_t ctx = make_context(MPI_COMM_WORLD, 0, 0, 2, 0);
   RingCase c;
   c.layout = fixed(1, 16);
   c.hq = 3;  // odd: does not split over 2
