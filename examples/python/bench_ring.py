@@ -87,6 +87,14 @@ def main():
 
     env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1")
+    # The package of the build tree the C tool comes from (build/python beside build/examples),
+    # unless ringattn is importable already.
+    build_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.bench))),
+                            "python")
+    try:
+        import ringattn  # noqa: F401
+    except ImportError:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (build_py, env.get("PYTHONPATH")) if p)
     mpirun = ["mpirun", "-np", str(args.np)]
     prob = ["-H", str(args.heads), "-d", str(args.head_dim), "--dtype", args.dtype]
     plan = ["--plan"] if args.plan else []
