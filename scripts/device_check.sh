@@ -3,8 +3,9 @@
 # cases), benchmark the CUDA forward/backward against torch SDPA (flash, cuDNN) and the cuBLAS
 # baseline, then the GPU ring: its multi-process tests (ranks sharing the GPU over the staged MPI
 # transport, NCCL at one rank) and its overhead with P processes on the GPU against
-# single-process fused attention on the whole sequence. Writes logs and JSON into OUTDIR; prints
-# a short summary last.
+# single-process fused attention on the whole sequence; last, the Python package's tests on the
+# machine's torch with CUDA tensors (when its python3 has torch and pybind11). Writes logs and
+# JSON into OUTDIR; prints a short summary last.
 #
 #   scripts/device_check.sh --pack-deps   (on the build machine) pack the host libraries the
 #                                         build needs (Highway, libxsmm, OpenBLAS, CLI11,
@@ -16,7 +17,7 @@
 # under /tmp), NCCL from the CUDA toolkit or else the nvidia-nccl Python package there.
 #
 # Environment: RINGATTN_CHECK_QUICK=1 benchmarks the target problems only;
-#              RINGATTN_CHECK_SECTIONS (default "ring ringcompute kernels") what to run after
+#              RINGATTN_CHECK_SECTIONS (default "ring ringcompute kernels python") what to run after
 #                the build, in that order (the ring first: devices are rare); ringcompute
 #                runs every rank's share alone (compute-only contexts) and sums their compute;
 #              RINGATTN_CHECK_BUDGET_S (default 480) the whole script's time: every step's
@@ -149,6 +150,14 @@ else
   echo "no NCCL found: the NCCL transport is not built"
 fi
 
+# The Python package for the interpreter that has torch (section python): pybind11 from pip
+# where CMake finds none of its own.
+PY_ARGS=(-DRINGATTN_BUILD_PYTHON=OFF)
+if PYB=$(python3 -m pybind11 --cmakedir 2>/dev/null) && python3 -c "import torch" 2>/dev/null; then
+  PY_ARGS=(-DRINGATTN_BUILD_PYTHON=AUTO -DPython3_EXECUTABLE="$(command -v python3)"
+           -Dpybind11_DIR="$PYB")
+fi
+
 section "configure (sm_90, Release)"
 BUILD="$ROOT/build-device"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
@@ -159,6 +168,7 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DRINGATTN_GTEST_SOURCE_DIR="$DEPS/usr/src/googletest" \
   -DRINGATTN_XSMM_LIBRARY="$DEPS/usr/lib/libxsmm.a" -DRINGATTN_XSMM_INCLUDE_DIR="$DEPS/usr/include" \
   -DRINGATTN_OPENBLAS_LIBRARY="$LIBDIR/openblas-openmp/libopenblas.so" \
+  "${PY_ARGS[@]}" \
   -DRINGATTN_CBLAS_INCLUDE_DIR="$DEPS/usr/include/x86_64-linux-gnu/openblas-openmp" \
   >"$OUT/build.log" 2>&1
 rc=$?
@@ -176,7 +186,7 @@ grep -E "warning|error" "$OUT/build.log" | head -20
 [[ $rc -eq 0 ]] || { echo "build failed"; tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
 
-SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring ringcompute kernels}"
+SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring ringcompute kernels python}"
 # At most 8 files come back from the machine, also when a run is cut short: every finished
 # file goes into one archive as soon as it is written; only this log stays beside it.
 stash() {
@@ -388,6 +398,32 @@ fi
 [[ -f "$OUT/bench_rows.log" ]] && sed -n '/^dtype  D/,$p' "$OUT/bench_rows.log"
 stash gpu_tests.log cublas_baseline.json bench_sdpa.json bench_rows.log
 fi  # kernels
+
+if want python; then
+section "python: ringattn.torch on CUDA tensors (pytest; torch of the machine)"
+# The package's tests on this machine's torch (2.x: the custom-op path, which CI's torch 1.13
+# cannot run) and on CUDA tensors: one process, then 2 ranks sharing the GPU over staged MPI.
+# Needs the core built for this python3 (PY_ARGS) and an mpi4py over the same MPI as mpirun.
+if cmake --build "$BUILD" -j "$JOBS" --target ringattn_python_core >"$OUT/python.log" 2>&1; then
+  export PYTHONPATH="$BUILD/python${PYTHONPATH:+:$PYTHONPATH}"
+  if python3 -c "from mpi4py import MPI; import ringattn.torch" >>"$OUT/python.log" 2>&1; then
+    for np in 1 2; do
+      ts=$(date +%s)
+      run_for 150 mpirun -np "$np" python3 -m pytest -q -p no:cacheprovider -x \
+        "$ROOT/tests/python/test_cuda.py" "$ROOT/tests/python/test_ring.py" \
+        >>"$OUT/python.log" 2>&1
+      RESULT[python_np$np]=$?
+      echo "pytest np$np: exit ${RESULT[python_np$np]} in $(($(date +%s) - ts))s"
+      grep -E "passed|failed|error" "$OUT/python.log" | tail -2
+    done
+  else
+    echo "python: mpi4py or ringattn.torch does not import (see python.log)"
+  fi
+else
+  echo "python: the core did not build (no pybind11/torch for python3?); see python.log"
+fi
+stash python.log
+fi  # python
 
 section "summary"
 for t in "${!RESULT[@]}"; do echo "$t exit ${RESULT[$t]}"; done
