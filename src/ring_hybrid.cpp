@@ -201,7 +201,8 @@ Status RingContext::alltoall(const RingProblemState& st, bool to_ring, const A2A
     st_out = uly_view_->start_exchange(send, sent, dst, recv, expect, src, kTagAllToAll, &ex);
     if (st_out == RINGATTN_SUCCESS) st_out = uly_view_->wait(&ex);
     if (st_out != RINGATTN_SUCCESS) {
-      st_out = transport_error(st_out);
+      // The transport names the peers; say that the exchange was the all-to-all's.
+      st_out = set_error(st_out, "all-to-all inside the Ulysses group: " + transport_->error());
       if (ex.active) uly_view_->wait(&ex);  // bounded; fails at once on a broken transport
       break;
     }
