@@ -82,8 +82,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     // Steps 0 (this rank's own block) and 1 (the first visit of the previous rank's block)
     // start their accumulators at zero; later ones arrive from the previous rank.
     const int64_t slot_rows = plan.slot_rows() * C * 2 * B;
-    RINGATTN_RETURN_IF_ERROR(backend_->convert(1, slot_rows, Hkv, D, zero,
-                                               TensorRef{own, kF32, 0, Hkv * D, D}, stream));
+    RINGATTN_RETURN_IF_ERROR(
+        backend_->convert(1, slot_rows, Hkv, D, zero, TensorRef{own, kF32, 0, Hkv * D, D}, stream));
     if (P == 1) return RINGATTN_SUCCESS;
     return backend_->convert(1, slot_rows, Hkv, D, zero, TensorRef{grad[1], kF32, 0, Hkv * D, D},
                              stream);
@@ -95,7 +95,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   int cur = 0;
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
-    const int a = i % 2;                  // accumulators in flight of this step's block
+    const int a = i % 2;                       // accumulators in flight of this step's block
     char* const acc = i == 0 ? own : grad[a];  // where this step's contributions go
     if (i + 1 < P) {
       const Status st = start_kv(i, kv, cur, kv_row, &ex);
@@ -152,9 +152,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     const Status st = timed_compute([&] {
       for (int which = 0; which < 2; ++which) {
         if (P > 1) {
-          RINGATTN_RETURN_IF_ERROR(backend_->accumulate(B, kc.rows, Hkv, D,
-                                                        grad_ref(others, which, c),
-                                                        grad_ref(own, which, c), stream));
+          RINGATTN_RETURN_IF_ERROR(backend_->accumulate(
+              B, kc.rows, Hkv, D, grad_ref(others, which, c), grad_ref(own, which, c), stream));
         }
         RINGATTN_RETURN_IF_ERROR(backend_->convert(
             B, kc.rows, Hkv, D, grad_ref(own, which, c),
