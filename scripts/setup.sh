@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libopenblas-dev libhwy-dev libxsmm-dev
       libopenmpi-dev openmpi-bin libgtest-dev nlohmann-json3-dev libcli11-dev
       python3-numpy iproute2
+      # scripts/test.sh checks the C/C++ sources against .clang-format
+      clang-format
       # scripts/scaling.py: sweeps, plots (matplotlib) and the performance model
       python3-matplotlib
       # the Python package (python/ringattn) and its tests: pybind11 for the compiled core,

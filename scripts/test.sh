@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up (apt packages, build) and runs the whole test suite: CPU unit and kernel tests, the
+# Sets up (apt packages, build) and runs the whole test suite: the sources' formatting
+# (.clang-format), CPU unit and kernel tests, the
 # install/find_package test, distributed tests under mpirun, emulated multi-host tests (as root,
 # skipped elsewhere), GPU tests (skipped without a GPU), then the build without MPI and its
 # tests, then the CPU tests again under
@@ -15,6 +16,8 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 
 start=$(date +%s)
 BUILD_DIR=build bash scripts/setup.sh
+# The C/C++ sources are formatted by .clang-format (Google style, 100 columns).
+git ls-files -z '*.c' '*.cpp' '*.h' '*.hpp' '*.cu' '*.cuh' | xargs -0 clang-format --dry-run -Werror
 ctest --test-dir build --output-on-failure --timeout 900
 
 # The MPI-free configuration: the ring executor, the NCCL transport and the CUDA path build
