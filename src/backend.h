@@ -50,6 +50,14 @@ class Backend {
   virtual Status pack_backward_queries(const BwdParams& /*p*/, void* /*pack*/, void* /*stream*/) {
     return RINGATTN_SUCCESS;
   }
+  // The forward's counterpart (the ring's query chunks of one step share the step's key rows):
+  // forward_key_pack_bytes(p) bytes filled by pack_forward_keys(p, ...) and passed as
+  // FwdParams::key_pack. Only the shape and key side (k, v, sk) of `p` are read. 0 bytes (the
+  // default): the backend prepares nothing.
+  virtual size_t forward_key_pack_bytes(const FwdParams& /*p*/) const { return 0; }
+  virtual Status pack_forward_keys(const FwdParams& /*p*/, void* /*pack*/, void* /*stream*/) {
+    return RINGATTN_SUCCESS;
+  }
   virtual Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d,
                                const TensorRef& dout, const TensorRef& o, const RowStatRef& delta,
                                void* stream) = 0;

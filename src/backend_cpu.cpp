@@ -32,6 +32,12 @@ class CpuBackend final : public Backend {
   Status backward(const BwdParams& p, void*) override {
     return run_kernel("backward", [&] { cpu::attention_backward(p); });
   }
+  size_t forward_key_pack_bytes(const FwdParams& p) const override {
+    return cpu::forward_key_pack_bytes(p);
+  }
+  Status pack_forward_keys(const FwdParams& p, void* pack, void*) override {
+    return run_kernel("pack_forward_keys", [&] { cpu::pack_forward_keys(p, pack); });
+  }
   size_t backward_query_pack_bytes(const BwdParams& p) const override {
     return cpu::backward_query_pack_bytes(p);
   }

@@ -217,7 +217,14 @@ FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) 
   at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
   at.o_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.lse_bytes = has_lse ? 0 : align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
-  at.total = 2 * at.kv_bytes + at.o_bytes + at.lse_bytes + 64;
+  // The backend's packed key side of one block (the largest), shared by a step's chunk calls.
+  if (st.plan.chunks() > 1) {
+    FwdParams keys{};
+    set_call_problem(sh, st.opts, &keys);
+    keys.sk = st.plan.max_rows();
+    at.kpack_bytes = align64(backend_->forward_key_pack_bytes(keys));
+  }
+  at.total = 2 * at.kv_bytes + at.o_bytes + at.lse_bytes + at.kpack_bytes + 64;
   return at;
 }
 

@@ -49,7 +49,7 @@ struct RingProblemState {
 // Where the regions of a forward's or a backward's workspace lie (64-byte aligned), and the
 // bytes in all.
 struct FwdLayout {
-  size_t kv_bytes = 0, o_bytes = 0, lse_bytes = 0, total = 0;
+  size_t kv_bytes = 0, o_bytes = 0, lse_bytes = 0, kpack_bytes = 0, total = 0;
 };
 struct BwdLayout {
   size_t kv_bytes = 0, dq_bytes = 0, delta_bytes = 0, slot_bytes = 0, grad_bytes = 0,

@@ -28,6 +28,9 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       lse != nullptr
           ? rowstat_ref(*lse, shape.packed)
           : RowStatRef{reinterpret_cast<float*>(ws + 2 * at.kv_bytes + at.o_bytes), Hq * S, S};
+  // The step's key side packed once for its chunk calls (backends that pack; else nullptr).
+  char* const kpack =
+      at.kpack_bytes > 0 ? ws + 2 * at.kv_bytes + at.o_bytes + at.lse_bytes : nullptr;
   const TensorRef qref = tensor_ref(*q, shape.packed);
   FwdParams call{};  // what every chunk's call shares
   set_call_problem(shape, cur_->opts, &call);
@@ -44,15 +47,24 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
     }
     if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;
+    int32_t visible = 0;
+    for (int32_t c = 0; c < C; ++c) visible += plan.fwd_visible(i, c) ? 1 : 0;
+    FwdParams keys = call;  // the step's key side
+    keys.sk = plan.rows_of(src);
+    keys.k = kv_ref(kv[cur], 0, 0);
+    keys.v = kv_ref(kv[cur], 1, 0);
+    if (kpack != nullptr && visible > 1) {
+      const Status st =
+          timed_compute([&] { return backend_->pack_forward_keys(keys, kpack, stream); });
+      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      keys.key_pack = kpack;
+    }
     for (int32_t c = 0; c < C; ++c) {
       if (!plan.fwd_visible(i, c)) continue;
       const RowChunk& qc = plan.q_chunk(c);
-      FwdParams p = call;
+      FwdParams p = keys;
       p.sq = qc.rows;
-      p.sk = plan.rows_of(src);
       p.q = offset_rows(qref, qc.row0);
-      p.k = kv_ref(kv[cur], 0, 0);
-      p.v = kv_ref(kv[cur], 1, 0);
       p.o = offset_rows(o_acc, qc.row0);
       p.lse = offset_rows(lse_acc, qc.row0);
       p.q_pos = plan.map(qc);

@@ -49,6 +49,9 @@ struct FwdParams : AttnCall {
   TensorRef o;     // dtype of q for kOutFinal; kF32 for the other modes
   RowStatRef lse;  // may have data == nullptr for kOutFinal (LSE not wanted)
   OutMode out_mode;
+  // Optional: the key side (k, v) already prepared by the backend for several calls over the
+  // same key rows (Backend::pack_forward_keys); nullptr: the call prepares it.
+  const void* key_pack = nullptr;
 };
 
 struct BwdParams : AttnCall {

@@ -23,6 +23,12 @@ void attention_backward(const BwdParams& p);
 // backward_query_pack_bytes(p) bytes (64-byte aligned caller memory) passed as
 // BwdParams::query_pack, with bitwise the same results. Only the shape and the query side (q,
 // dout, lse, delta) of `p` are read; they must not change while the pack is in use.
+// The forward's key side prepared once for several calls over the same key rows (the ring's
+// query chunks of one step): forward_key_pack_bytes(p) bytes (64-byte aligned caller memory)
+// filled by pack_forward_keys and passed as FwdParams::key_pack give bitwise the results of
+// unpacked calls. Only the shape and the key side (k, v, sk) of `p` are read.
+size_t forward_key_pack_bytes(const FwdParams& p);
+void pack_forward_keys(const FwdParams& p, void* pack);
 size_t backward_query_pack_bytes(const BwdParams& p);
 void pack_backward_queries(const BwdParams& p, void* pack);
 

@@ -36,11 +36,17 @@ struct PackedKV {
   const float* v;   // [B, Hkv, Sk, D]
 };
 
-PackedKV pack_kv(const FwdParams& p, int64_t nkt) {
-  const int64_t d = p.d;
-  float* kt = thread_scratch(kSlotPackA)
-                  .get<float>(static_cast<size_t>(p.batch * p.hkv * nkt * d * kBlockK));
-  float* v = thread_scratch(kSlotPackB).get<float>(static_cast<size_t>(p.batch * p.hkv * p.sk * d));
+int64_t key_tiles(const FwdParams& p) { return (p.sk + kBlockK - 1) / kBlockK; }
+
+// Float counts of the packed K^T tiles and V rows.
+int64_t packed_kt_floats(const FwdParams& p) {
+  return p.batch * p.hkv * key_tiles(p) * p.d * kBlockK;
+}
+int64_t packed_v_floats(const FwdParams& p) { return p.batch * p.hkv * p.sk * p.d; }
+
+// Packs K and V into `kt` and `v` (the layouts of PackedKV).
+void pack_kv_into(const FwdParams& p, float* kt, float* v) {
+  const int64_t d = p.d, nkt = key_tiles(p);
   const int64_t items = p.batch * p.hkv * nkt;
 #pragma omp parallel for schedule(static)
   for (int64_t it = 0; it < items; ++it) {
@@ -55,6 +61,17 @@ PackedKV pack_kv(const FwdParams& p, int64_t nkt) {
       load_row(p.v.dtype, tensor_row(p.v, b, k0 + j, h), d, 1.0f, v + (bh * p.sk + k0 + j) * d);
     }
   }
+}
+
+// The call's packed K/V: the caller's (FwdParams::key_pack), or packed now into scratch.
+PackedKV packed_kv(const FwdParams& p) {
+  if (p.key_pack != nullptr) {
+    const float* kt = static_cast<const float*>(p.key_pack);
+    return PackedKV{kt, kt + packed_kt_floats(p)};
+  }
+  float* kt = thread_scratch(kSlotPackA).get<float>(static_cast<size_t>(packed_kt_floats(p)));
+  float* v = thread_scratch(kSlotPackB).get<float>(static_cast<size_t>(packed_v_floats(p)));
+  pack_kv_into(p, kt, v);
   return PackedKV{kt, v};
 }
 
@@ -78,6 +95,18 @@ void write_rows(const FwdParams& p, int64_t b, int64_t h, int64_t q0, int64_t ro
 
 }  // namespace
 
+size_t forward_key_pack_bytes(const FwdParams& p) {
+  if (p.batch <= 0 || p.sk <= 0 || p.hkv <= 0) return 0;
+  return sizeof(float) * static_cast<size_t>(packed_kt_floats(p) + packed_v_floats(p));
+}
+
+void pack_forward_keys(const FwdParams& p, void* pack) {
+  if (forward_key_pack_bytes(p) == 0) return;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * p.d}}, omp_get_max_threads());
+  float* kt = static_cast<float*>(pack);
+  pack_kv_into(p, kt, kt + packed_kt_floats(p));
+}
+
 void attention_forward(const FwdParams& p) {
   if (p.batch <= 0 || p.sq <= 0 || p.hq <= 0) return;
   const int64_t d = p.d;
@@ -89,7 +118,7 @@ void attention_forward(const FwdParams& p) {
                           {kSlotTileC, sizeof(float) * kBlockQ * kBlockK},
                           {kSlotTileD, sizeof(float) * 2 * kBlockQ}},
                          omp_get_max_threads());
-  const PackedKV kv = nkt > 0 ? pack_kv(p, nkt) : PackedKV{nullptr, nullptr};
+  const PackedKV kv = nkt > 0 ? packed_kv(p) : PackedKV{nullptr, nullptr};
   const int64_t group = p.hq / p.hkv;
   const int64_t lanes = simd_lanes();
   const int64_t items = p.batch * p.hq * nqt;

@@ -179,3 +179,73 @@ TEST(KernelForward, TwoRunsAreBitwiseEqual) {
 }  // namespace
 }  // namespace test
 }  // namespace ringattn
+
+namespace ringattn {
+namespace test {
+namespace {
+
+// The ring's query chunks of one step share the key side packed once (FwdParams::key_pack,
+// cpu::pack_forward_keys): calls that read the pack give bitwise the results of calls that pack
+// for themselves, and they really read it.
+TEST(KernelForward, ChunkCallsReadingTheKeyPackAreBitwiseThoseThatPackThemselves) {
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t S = 301, H = 4, HKV = 2, D = 64, half = 150;
+  for (DType t : {kF32, kBF16}) {
+    for (bool causal : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(t)) + (causal ? " causal" : " full"));
+      const KernelSpec s = whole_sequence_spec(t, S, D, make_mask_spec(causal, -1, -1), H, HKV);
+      const KernelInputs in = make_inputs(s, seed);
+      HostTensor q(t, 1, S, H, D), k(t, 1, S, HKV, D), v(t, 1, S, HKV, D);
+      q.fill(in.q);
+      k.fill(in.k);
+      v.fill(in.v);
+      const PosBlock all = run_block(S), lo = run_block(half), hi = run_block(S - half, half);
+      auto rows_of = [](TensorRef r, int64_t row0) {
+        r.data = static_cast<char*>(r.data) + row0 * r.stride_s * (r.dtype == kF32 ? 4 : 2);
+        return r;
+      };
+      // mode 0: each call packs; 1: the calls read one pack; 2: a garbage pack.
+      std::vector<double> o[3], lse[3];
+      for (int mode = 0; mode < 3; ++mode) {
+        HostTensor out(kF32, 1, S, H, D);
+        HostRowStat l(1, H, S);
+        FwdParams p{};
+        p.batch = 1;
+        p.sq = p.sk = S;
+        p.hq = H;
+        p.hkv = HKV;
+        p.d = D;
+        p.q = q.ref();
+        p.k = k.ref();
+        p.v = v.ref();
+        p.scale = static_cast<float>(1.0 / sqrt(static_cast<double>(D)));
+        p.mask = s.mask;
+        p.k_pos = all.map();
+        p.out_mode = kOutPartialF32;
+        std::vector<float> pack(cpu::forward_key_pack_bytes(p) / sizeof(float) + 16, 0.0f);
+        if (mode == 1) cpu::pack_forward_keys(p, pack.data());
+        if (mode > 0) p.key_pack = pack.data();
+        for (int c = 0; c < 2; ++c) {
+          FwdParams call = p;
+          const int64_t row0 = c == 0 ? 0 : half;
+          call.sq = c == 0 ? half : S - half;
+          call.q = rows_of(q.ref(), row0);
+          call.o = rows_of(out.ref(), row0);
+          call.lse = l.ref();
+          call.lse.data += row0;
+          call.q_pos = (c == 0 ? lo : hi).map();
+          cpu::attention_forward(call);
+        }
+        o[mode] = out.values();
+        lse[mode] = l.values();
+      }
+      EXPECT_TRUE(o[0] == o[1] && lse[0] == lse[1]) << "the pack changed the results";
+      EXPECT_FALSE(o[0] == o[2]) << "a zero pack gave the same results: the calls do not read it";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace test
+}  // namespace ringattn
