@@ -427,11 +427,7 @@ void RingContext::build_state(const AttnShape& shape, const AttnOptions& opts, i
   RingProblem prob;
   prob.world = ring_->size();
   prob.rank = ring_->rank();
-  if (layout_.hybrid()) {
-    prob.ulysses = layout_.ulysses;
-    prob.layout_world = layout_.world;
-    prob.members = layout_.members;
-  }
+  if (layout_.hybrid()) prob.members = layout_.members;
   prob.scheme = opts.scheme;
   prob.packed = shape.packed;
   prob.batch = shape.batch;

@@ -106,8 +106,10 @@ HybridRegions RingContext::hybrid_regions(const RingProblemState& st, bool backw
     const int64_t r = st.plan.member_rows(layout_.ring_rank, u);
     max_rows = r > max_rows ? r : max_rows;
   }
-  size_t row_bytes = (hq + 2 * hkv) * D * es;                   // forward in: Q, K, V
-  row_bytes = std::max(row_bytes, hq * D * es + hq * 4 + 256);  // forward out: O, LSE
+  // Bytes per row of each phase's parts (LSE: 4 per head); each part is 64-byte aligned in the
+  // staging buffer, hence the 63 bytes per part (at most 6) added below.
+  size_t row_bytes = (hq + 2 * hkv) * D * es;             // forward in: Q, K, V
+  row_bytes = std::max(row_bytes, hq * D * es + hq * 4);  // forward out: O, LSE
   if (backward) {
     at.doh = c.take(q_bytes);
     at.dqh = c.take(q_bytes);
@@ -119,10 +121,10 @@ HybridRegions RingContext::hybrid_regions(const RingProblemState& st, bool backw
       at.acc_k = c.take(local_kv);
       at.acc_v = c.take(local_kv);
     }
-    row_bytes = std::max(row_bytes, (3 * hq + 2 * hkv) * D * es + hq * 4 + 384);  // in
-    row_bytes = std::max(row_bytes, hq * D * es + 2 * hkv * D * gkv_es + 192);    // out
+    row_bytes = std::max(row_bytes, (3 * hq + 2 * hkv) * D * es + hq * 4);  // in
+    row_bytes = std::max(row_bytes, hq * D * es + 2 * hkv * D * gkv_es);    // out
   }
-  const size_t staging = B * static_cast<size_t>(max_rows) * row_bytes + 64 * 6;
+  const size_t staging = B * static_cast<size_t>(max_rows) * row_bytes + 63 * 6;
   at.send = c.take(staging);
   at.recv = c.take(staging);
   at.total = c.at + 64;
@@ -234,20 +236,19 @@ Status RingContext::run_hybrid_forward(const ringattn_tensor_t* q, const ringatt
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   const DType dt = rs.dtype;
-  const int64_t S = rs.seq, D = rs.d;
+  const int64_t D = rs.d;
   ringattn_tensor_t qh = ring_tensor(ws + at.qh, dt, rs, rs.hq);
   ringattn_tensor_t kh = ring_tensor(ws + at.kh, dt, rs, rs.hkv);
   ringattn_tensor_t vh = ring_tensor(ws + at.vh, dt, rs, rs.hkv);
   ringattn_tensor_t oh = ring_tensor(ws + at.oh, dt, rs, rs.hq);
   ringattn_tensor_t lseh = ring_lse(reinterpret_cast<float*>(ws + at.lseh), rs, rs.hq);
-  const A2APart in[3] = {
-      {tensor_ref(*q, sh.packed), dense(qh.data, dt, S, rs.hq, D), D, false, false},
-      {tensor_ref(*k, sh.packed), dense(kh.data, dt, S, rs.hkv, D), D, true, false},
-      {tensor_ref(*v, sh.packed), dense(vh.data, dt, S, rs.hkv, D), D, true, false}};
+  const A2APart in[3] = {{tensor_ref(*q, sh.packed), tensor_ref(qh, rs.packed), D, false, false},
+                         {tensor_ref(*k, sh.packed), tensor_ref(kh, rs.packed), D, true, false},
+                         {tensor_ref(*v, sh.packed), tensor_ref(vh, rs.packed), D, true, false}};
   RINGATTN_RETURN_IF_ERROR(alltoall(st, true, in, 3, ws + at.send, ws + at.recv, stream));
   RINGATTN_RETURN_IF_ERROR(run_forward(&qh, &kh, &vh, &oh, &lseh, stream));
   const A2APart out[2] = {
-      {tensor_ref(*o, sh.packed), dense(oh.data, dt, S, rs.hq, D), D, false, false},
+      {tensor_ref(*o, sh.packed), tensor_ref(oh, rs.packed), D, false, false},
       {lse != nullptr ? stat_as_tensor(rowstat_ref(*lse, sh.packed)) : TensorRef{},
        stat_as_tensor(rowstat_ref(lseh, rs.packed)), 1, false, false}};
   return alltoall(st, false, out, lse != nullptr ? 2 : 1, ws + at.send, ws + at.recv, stream);
@@ -267,7 +268,7 @@ Status RingContext::run_hybrid_backward(const ringattn_tensor_t* q, const ringat
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   const DType dt = rs.dtype;
   const DType gdt = st.heads.replicated ? kF32 : dt;  // dK, dV of the ring
-  const int64_t S = rs.seq, D = rs.d;
+  const int64_t D = rs.d;
   ringattn_tensor_t qh = ring_tensor(ws + at.qh, dt, rs, rs.hq);
   ringattn_tensor_t kh = ring_tensor(ws + at.kh, dt, rs, rs.hkv);
   ringattn_tensor_t vh = ring_tensor(ws + at.vh, dt, rs, rs.hkv);
@@ -278,11 +279,11 @@ Status RingContext::run_hybrid_backward(const ringattn_tensor_t* q, const ringat
   ringattn_tensor_t dkh = ring_tensor(ws + at.dkh, gdt, rs, rs.hkv);
   ringattn_tensor_t dvh = ring_tensor(ws + at.dvh, gdt, rs, rs.hkv);
   const A2APart in[6] = {
-      {tensor_ref(*q, sh.packed), dense(qh.data, dt, S, rs.hq, D), D, false, false},
-      {tensor_ref(*k, sh.packed), dense(kh.data, dt, S, rs.hkv, D), D, true, false},
-      {tensor_ref(*v, sh.packed), dense(vh.data, dt, S, rs.hkv, D), D, true, false},
-      {tensor_ref(*o, sh.packed), dense(oh.data, dt, S, rs.hq, D), D, false, false},
-      {tensor_ref(*dout, sh.packed), dense(doh.data, dt, S, rs.hq, D), D, false, false},
+      {tensor_ref(*q, sh.packed), tensor_ref(qh, rs.packed), D, false, false},
+      {tensor_ref(*k, sh.packed), tensor_ref(kh, rs.packed), D, true, false},
+      {tensor_ref(*v, sh.packed), tensor_ref(vh, rs.packed), D, true, false},
+      {tensor_ref(*o, sh.packed), tensor_ref(oh, rs.packed), D, false, false},
+      {tensor_ref(*dout, sh.packed), tensor_ref(doh, rs.packed), D, false, false},
       {stat_as_tensor(rowstat_ref(*lse, sh.packed)), stat_as_tensor(rowstat_ref(lseh, rs.packed)),
        1, false, false}};
   RINGATTN_RETURN_IF_ERROR(alltoall(st, true, in, 6, ws + at.send, ws + at.recv, stream));
@@ -290,9 +291,9 @@ Status RingContext::run_hybrid_backward(const ringattn_tensor_t* q, const ringat
   const TensorRef dk_ref = tensor_ref(*dk, sh.packed), dv_ref = tensor_ref(*dv, sh.packed);
   if (!st.heads.replicated) {
     const A2APart out[3] = {
-        {tensor_ref(*dq, sh.packed), dense(dqh.data, dt, S, rs.hq, D), D, false, false},
-        {dk_ref, dense(dkh.data, dt, S, rs.hkv, D), D, true, false},
-        {dv_ref, dense(dvh.data, dt, S, rs.hkv, D), D, true, false}};
+        {tensor_ref(*dq, sh.packed), tensor_ref(dqh, rs.packed), D, false, false},
+        {dk_ref, tensor_ref(dkh, rs.packed), D, true, false},
+        {dv_ref, tensor_ref(dvh, rs.packed), D, true, false}};
     return alltoall(st, false, out, 3, ws + at.send, ws + at.recv, stream);
   }
   // Several ranks computed gradients of each key/value head: added up in float32 on the rank
@@ -303,10 +304,9 @@ Status RingContext::run_hybrid_backward(const ringattn_tensor_t* q, const ringat
   const TensorRef zero{nullptr, kF32, 0, 0, 0};
   RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, L, Hkv, D, zero, acc_k, stream));
   RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, L, Hkv, D, zero, acc_v, stream));
-  const A2APart out[3] = {
-      {tensor_ref(*dq, sh.packed), dense(dqh.data, dt, S, rs.hq, D), D, false, false},
-      {acc_k, dense(dkh.data, kF32, S, rs.hkv, D), D, true, true},
-      {acc_v, dense(dvh.data, kF32, S, rs.hkv, D), D, true, true}};
+  const A2APart out[3] = {{tensor_ref(*dq, sh.packed), tensor_ref(dqh, rs.packed), D, false, false},
+                          {acc_k, tensor_ref(dkh, rs.packed), D, true, true},
+                          {acc_v, tensor_ref(dvh, rs.packed), D, true, true}};
   RINGATTN_RETURN_IF_ERROR(alltoall(st, false, out, 3, ws + at.send, ws + at.recv, stream));
   RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, L, Hkv, D, acc_k, dk_ref, stream));
   return backend_->convert(sh.batch, L, Hkv, D, acc_v, dv_ref, stream);

@@ -52,9 +52,9 @@ void RingPlan::build(const RingProblem& prob) {
   runs_.clear();
   rows_.assign(P, 0);
   block_.assign(P, RowChunk{});
-  const int32_t U = prob.members.empty() ? 1 : prob.ulysses;
-  prob_.ulysses = U;
-  const int32_t layout_world = prob.members.empty() ? P : prob.layout_world;
+  const int32_t layout_world = prob.members.empty() ? P : static_cast<int32_t>(prob.members.size());
+  const int32_t U = layout_world / P;
+  ulysses_ = U;
   member_rows_.assign(static_cast<size_t>(P) * U, 0);
   segments_.clear();
   segment0_.assign(static_cast<size_t>(P) * U + 1, 0);

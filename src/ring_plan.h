@@ -25,11 +25,9 @@ struct RingProblem {
   int64_t hq = 0, hkv = 0, d = 0;
   MaskSpec mask{-1, -1};
   int32_t chunks = 4;  // compute chunks per ring step
-  // Hybrid layout (HybridLayout): each ring position s holds the rows of `ulysses` ranks of the
-  // sequence's `layout_world`-rank sharding, members[s * ulysses + u], one after the other.
-  // Empty members: the pure ring (ring position s holds the shard of rank s of `world`).
-  int32_t ulysses = 1;
-  int32_t layout_world = 0;
+  // Hybrid layout (HybridLayout): the sequence is sharded over members.size() ranks, and ring
+  // position s holds the rows of U = members.size() / world of them, members[s * U + u], one
+  // after the other. Empty: the pure ring (ring position s holds the shard of rank s of world).
   std::vector<int32_t> members;
 };
 
@@ -49,7 +47,7 @@ class RingPlan {
   int64_t rows_of(int32_t s) const { return rows_[s]; }
   // Hybrid layout: rows of the u-th member of ring position s (its local S or T).
   int64_t member_rows(int32_t s, int32_t u) const {
-    return member_rows_[static_cast<size_t>(s) * prob_.ulysses + u];
+    return member_rows_[static_cast<size_t>(s) * ulysses_ + u];
   }
   // Where the member's rows lie in the block of s: one segment per sequence it holds rows of
   // (fixed length: one), `local_row0` in its own tensors and `block_row0` in the block.
@@ -57,7 +55,7 @@ class RingPlan {
     int64_t local_row0, block_row0, rows;
   };
   const Segment* segments(int32_t s, int32_t u, int32_t* count) const {
-    const size_t i = static_cast<size_t>(s) * prob_.ulysses + u;
+    const size_t i = static_cast<size_t>(s) * ulysses_ + u;
     *count = segment0_[i + 1] - segment0_[i];
     return segments_.data() + segment0_[i];
   }
@@ -104,6 +102,7 @@ class RingPlan {
   std::vector<char> fwd_visible_, bwd_visible_;
   int64_t max_rows_ = 0, slot_rows_ = 0;
   int32_t max_map_runs_ = 0;
+  int32_t ulysses_ = 1;  // members per ring position
   const PosRun* device_runs_ = nullptr;
 };
 
