@@ -156,6 +156,19 @@ class Machine:
     simulate_max_ring: int = 64          # larger rings use the lockstep closed form
     msg_overhead_s: float = 0.0          # software cost of one ring message beyond the link's latency
     both_extra_s: float = 0.0            # a forward followed by a backward costs this beyond the two calls
+    # Calibrated by size (CPU runs; None: the constants above). Per pass, sorted [(rows, value)]:
+    # the ring's compute / kernel-bench time at that many rows per ring rank, and the time per
+    # call outside compute (agreement, Delta, casts) at that many rows x heads / calib_heads,
+    # both from one-rank rings; interpolated in log(rows), clamped at the ends.
+    factor_by_rows: Optional[Dict[str, List[Tuple[float, float]]]] = None
+    fixed_by_rows: Optional[Dict[str, List[Tuple[float, float]]]] = None
+    calib_heads: int = 0
+    # Ranks sharing cores (P > cores): the software cost of one message (post, test, wait, and
+    # the scheduling of a descheduled peer) by P, measured on P-rank rings of almost no work,
+    # and the CPU throughput of P busy processes on the cores relative to one process per core
+    # (P concurrent copies of the kernel bench).
+    msg_overhead_shared: Optional[Dict[int, float]] = None
+    share_efficiency: Optional[Dict[int, float]] = None
 
 
 @dataclass
@@ -195,6 +208,50 @@ class Problem:
     @property
     def R(self) -> int:
         return self.P // self.U
+
+
+def _by_p(table: Optional[Dict[int, float]], P: int) -> Optional[float]:
+    """The value measured at P, else at the largest measured P below it, else the smallest."""
+    if not table:
+        return None
+    keys = sorted(int(k) for k in table)
+    below = [k for k in keys if k <= P]
+    k = below[-1] if below else keys[0]
+    return table[k] if k in table else table[str(k)]
+
+
+def ring_overheads(m: Machine, p: Problem, pas: str) -> Tuple[float, float]:
+    """(factor, fixed time per call) of the ring's pass `pas` at this problem's shard size."""
+    rows = p.S // p.R
+    factor = m.ring_factor
+    fixed = m.call_fixed_s
+    if pas == "bwd":
+        factor = m.ring_factor_bwd if m.ring_factor_bwd is not None else m.ring_factor
+        fixed = m.call_fixed_bwd_s if m.call_fixed_bwd_s is not None else m.call_fixed_s
+    if m.factor_by_rows and m.factor_by_rows.get(pas):
+        factor = KernelTable._interp(m.factor_by_rows[pas], rows)
+    if m.fixed_by_rows and m.fixed_by_rows.get(pas):
+        heads = p.Hq // p.U
+        eq = rows * heads / m.calib_heads if m.calib_heads else rows
+        fixed = KernelTable._interp(m.fixed_by_rows[pas], eq)
+    return factor, fixed
+
+
+def msg_overhead(m: Machine, p: Problem) -> float:
+    """Software cost of one message: with more ranks than cores, the P-rank calibration."""
+    if m.cores and p.P > m.cores:
+        v = _by_p(m.msg_overhead_shared, p.P)
+        if v is not None:
+            return v
+    return m.msg_overhead_s
+
+
+def share_efficiency(m: Machine, p: Problem) -> float:
+    if m.cores and p.P > m.cores:
+        v = _by_p(m.share_efficiency, p.P)
+        if v:
+            return min(1.0, v)
+    return 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,9 +434,10 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
         kv_t_net, g_t_net = link.latency, link.latency
     else:
         kv_t_net, g_t_net = kv_t, g_chunk_t
+    msg = msg_overhead(m, p)
     if R > 1:
-        kv_t_net += m.msg_overhead_s
-        g_t_net += m.msg_overhead_s
+        kv_t_net += msg
+        g_t_net += msg
     t0 = list(start) if start else [0.0] * R
     # The all-to-all before the ring (hybrid): serial, over the intra-group link.
     a2a = 0.0
@@ -388,11 +446,9 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
         a2a = m.intra.time(a2a_bytes, messages=2 * (p.U - 1))
         if m.cores:
             a2a *= max(1.0, p.P / m.cores) if m.intra.consumes_cpu else 1.0
-    factor = m.ring_factor
-    fixed = m.call_fixed_s
-    if pas == "bwd":
-        factor = m.ring_factor_bwd if m.ring_factor_bwd is not None else m.ring_factor
-        fixed = m.call_fixed_bwd_s if m.call_fixed_bwd_s is not None else m.call_fixed_s
+        # two blocking exchanges per step of the all-to-all (in and out), U - 1 steps each
+        a2a += 2 * (p.U - 1) * msg
+    factor, fixed = ring_overheads(m, p, pas)
     if R > m.simulate_max_ring:
         return _lockstep_pass(m, p, pas, t0, factor, fixed, a2a, kv_t_net, g_t_net, copy_kv, copy_g)
     # per-step compute of every rank
@@ -480,13 +536,23 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
         # conserving: ranks that wait sleep and leave their core to the others).
         begin = min(t0)
         work = sum(compute) - sum(xfer_in)
-        bound = begin + work * p.U / m.cores + max(xfer) + fixed + a2a
+        # on shared cores a message's software cost is CPU time too (polling, the first 200 us
+        # of every wait spin: comm/poll.h): each rank's messages count in the work
+        work += R * _messages(p, pas) * msg
+        bound = begin + work * p.U / (m.cores * share_efficiency(m, p)) + max(xfer) + fixed + a2a
         if bound > max(end):
             end = [bound] * R
     # what the rank spent in transfers that do not overlap is waiting, not compute
     compute = [c - x for c, x in zip(compute, xfer_in)]
     wait = [end[r] - t0[r] - compute[r] - a2a - fixed for r in range(R)]
     return PassResult(end=end, compute=compute, wait=wait, alltoall=a2a, fixed=fixed)
+
+
+def _messages(p: Problem, pas: str) -> int:
+    """Ring messages a rank waits for in one pass: K/V per step, and in the backward the
+    accumulators chunk by chunk (one step behind, plus the last hop to the owner)."""
+    steps = p.R - 1
+    return steps * (1 + (max(1, p.chunks) if pas == "bwd" else 0))
 
 
 def _class_costs(m: Machine, p: Problem, pas: str, factor: float) -> Tuple[float, float, float]:
@@ -521,7 +587,8 @@ def _lockstep_pass(m, p, pas, t0, factor, fixed, a2a, kv_t, g_chunk_t, copy_kv, 
     dur = fixed + a2a + step0 + sum(steps) + tail
     compute = [eq + r * (lt + recv) + (R - 1 - r) * (gt + recv) for r in range(R)]
     if m.cores and R * p.U > m.cores:
-        dur = max(dur, sum(compute) * p.U / m.cores + fixed + a2a)
+        work = sum(compute) + R * _messages(p, pas) * msg_overhead(m, p)
+        dur = max(dur, work * p.U / (m.cores * share_efficiency(m, p)) + fixed + a2a)
     start = max(t0)
     end = [start + dur] * R
     wait = [end[r] - t0[r] - compute[r] - a2a - fixed for r in range(R)]
@@ -601,7 +668,8 @@ def min_tokens_to_hide(m: Machine, p: Problem, link: Optional[Link] = None, pas:
     kernel call are left out for this question (with them, tiny shards are bound by those costs,
     not by the links); None if not reached below `hi`."""
     parts = 2 if p.scheme == "zigzag" else 1
-    mm = replace(m, inter=link or m.inter, kernel_call_s=0.0, call_fixed_s=0.0, call_fixed_bwd_s=0.0)
+    mm = replace(m, inter=link or m.inter, kernel_call_s=0.0, call_fixed_s=0.0, call_fixed_bwd_s=0.0,
+                 fixed_by_rows=None)
 
     def exposed(n: int) -> bool:
         q = replace(p, S=n * p.P, mode=pas)

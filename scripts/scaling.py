@@ -146,6 +146,27 @@ def est_compute_s(a, S: int, P: int, mask="causal", mode="both", runs=None) -> f
     return 1.5 + (runs or (a.iters + 1)) * per_iter
 
 
+RING1_SIZES = [24, 48, 96, 192, 384, 768, 1536, 3072, 6144]
+RING1_SIZES_QUICK = [24, 48, 96, 192, 384, 768, 1536, 3072]
+CONC_S = 1024  # block size of the concurrent kernel benches (its one-copy time is a calibration point)
+
+
+def timed_iters(a, S: int, P: int, mask="causal", mode="both", target_s=0.3, lo=0) -> int:
+    """Timed iterations so that about target_s is timed (one iteration of a few ms is noise)."""
+    f = {"fwd": 1.0, "bwd": 3.5, "both": 3.5}[mode] * 4.0 * a.heads * S * S * a.head_dim
+    f *= 0.5 if mask == "causal" else 1.0
+    per_iter = f / (60e9 * min(P, a.cores)) + 2e-4 * P
+    return int(min(50, max(a.iters, lo, math.ceil(target_s / per_iter))))
+
+
+def oversubscribed_ranks(a) -> List[int]:
+    """Rank counts above the cores that the sweeps use (strong, weak; schemes, tiny, hybrid: 4)."""
+    ps = set(a.ranks) if {"strong", "weak"} & set(a.sweeps) else set()
+    if {"schemes", "tiny", "hybrid"} & set(a.sweeps):
+        ps.add(4)
+    return sorted(P for P in ps if P > a.cores)
+
+
 def plan_runs(a) -> List[Run]:
     q = a.quick
     runs: List[Run] = []
@@ -162,16 +183,19 @@ def plan_runs(a) -> List[Run]:
     runs.append(Run("pingpong_local", "calib-link",
                     ["mpirun", "-np", "2", "--bind-to", "core", sys.executable, os.path.abspath(__file__),
                      "--pingpong-worker", "@OUT@"], kind="pingpong", est_s=8))
-    ring1 = [64, 384, 1536] if q else [64, 768, 3072]  # sizes no validation point uses
-    runs.append(Run("ring1_S64_both", "calib-ring", ["mpirun", "-np", "1"] + bench_cmd(a, 1, 64, iters=20),
-                    problem=pm.Problem(S=64, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype), est_s=2))
+    # One-rank rings at shard sizes 3 x 2^k, between the validation points' sizes (powers of 2,
+    # none of them 3 x 2^k): the ring's compute per kernel-bench time and its time per call
+    # outside compute, by shard size (perf_model.ring_overheads interpolates between them).
+    ring1 = RING1_SIZES_QUICK if q else RING1_SIZES
+    runs.append(Run("ring1_S48_both", "calib-ring", ["mpirun", "-np", "1"] + bench_cmd(a, 1, 48, iters=30),
+                    problem=pm.Problem(S=48, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype), est_s=2))
     for S in ring1:
         for mode in ("fwd", "bwd"):
+            it = timed_iters(a, S, 1, mode=mode, target_s=0.5, lo=3)
             runs.append(Run(f"ring1_S{S}_{mode}", "calib-ring",
-                            ["mpirun", "-np", "1"] + bench_cmd(a, 1, S, mode=mode,
-                                                               iters=20 if S <= 64 else 10 if S <= 1024 else None),
+                            ["mpirun", "-np", "1"] + bench_cmd(a, 1, S, mode=mode, iters=it),
                             problem=pm.Problem(S=S, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            est_s=est_compute_s(a, S, 1, mode=mode)))
+                            est_s=est_compute_s(a, S, 1, mode=mode, runs=it + 1)))
     if a.cores >= 2:
         # the software cost of a ring message: a two-rank ring of almost no work
         for mode in ("fwd", "bwd"):
@@ -179,6 +203,22 @@ def plan_runs(a) -> List[Run]:
                             ["mpirun", "-np", "2", "--bind-to", "core"] + bench_cmd(a, 2, 64, mode=mode, iters=20),
                             problem=pm.Problem(S=64, P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
                             est_s=2))
+    # More ranks than cores: the cost of a message when ranks time-share the cores (P-rank
+    # rings of almost no work) and the CPU throughput of P busy processes on the cores (P
+    # concurrent copies of the kernel bench against one alone).
+    for P in oversubscribed_ranks(a):
+        for mode in ("fwd", "bwd"):
+            runs.append(Run(f"ring{P}_S64_{mode}", "calib-ring",
+                            ["mpirun", "-np", str(P), "--bind-to", "none"] + bench_cmd(a, P, 64, mode=mode, iters=20),
+                            problem=pm.Problem(S=64, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
+                            est_s=3))
+        n_conc = 20 if P <= 4 else 10
+        runs.append(Run(f"kernel_concurrent_P{P}_S{CONC_S}", "calib-share",
+                        ["mpirun", "-np", str(P), "--bind-to", "none", kb, "-S", str(CONC_S), "-D", str(a.head_dim),
+                         "-H", str(a.heads), "-B", "1", "--dtype", a.dtype, "-n", str(n_conc), "-w", "1",
+                         "--peak-seconds", "0.05", "--no-unfused"],
+                        kind="kernel_concurrent", meta={"copies": P, "S": CONC_S},
+                        est_s=2 + est_compute_s(a, CONC_S, 1, "full", runs=n_conc + 1) * P / a.cores))
     seen = set()
 
     def add(sweep, P, S, scheme="zigzag", mask="causal", U=1, netns=None, tag=""):
@@ -193,9 +233,7 @@ def plan_runs(a) -> List[Run]:
         prob = pm.Problem(S=S, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mask=mask,
                           scheme=scheme, U=U)
         # Short problems repeat until about 0.3 s is timed (one iteration of a few ms is noise).
-        f = 3.5 * 4.0 * a.heads * S * S * a.head_dim * (0.5 if mask == "causal" else 1.0)
-        per_iter = f / (60e9 * min(P, a.cores)) + 2e-4 * P
-        iters = a.iters if netns else int(min(50, max(a.iters, math.ceil(0.3 / per_iter))))
+        iters = a.iters if netns else timed_iters(a, S, P, mask)
         cmd = bench_cmd(a, P, S, scheme, mask, U=U, placement="auto" if netns else "ulysses",
                         iters=iters)
         if netns:
@@ -269,6 +307,10 @@ VERBOSE_RE = re.compile(r"rank (\d+) (forward|backward): total ([0-9.]+) ms comp
                         r"\(device [0-9.]+ ms\) wait ([0-9.]+) ms sent ([0-9.]+) MB")
 
 
+CONC_RE = re.compile(r"^fused_(fwd|bwd)\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+\S+\s+\S+\s+([0-9.]+)\s+[0-9.]+\s+([0-9.]+)",
+                     re.M)
+
+
 def parse_verbose(text: str) -> Dict[int, dict]:
     ranks: Dict[int, dict] = {}
     for m in VERBOSE_RE.finditer(text):
@@ -302,6 +344,10 @@ def execute(run: Run, raw: str, timeout: float) -> dict:
            "command": " ".join(shlex.quote(c) for c in cmd), "netns": run.netns, "meta": run.meta}
     if rc == 77:
         rec["skipped"] = "netns_mpirun.sh cannot emulate hosts here (needs root)"
+    if rc == 0 and run.kind == "kernel_concurrent":
+        copies = [{"pass": m.group(1), "time_ms": float(m.group(2)), "gflops": float(m.group(3))}
+                  for m in CONC_RE.finditer(text)]
+        rec["result"] = {"copies": run.meta["copies"], "S": run.meta["S"], "rows": copies}
     if rc == 0 and os.path.exists(out_json):
         with open(out_json) as f:
             rec["result"] = json.load(f)
@@ -337,6 +383,9 @@ def run_all(a, runs: List[Run], raw: str) -> List[dict]:
             what = f"{res[0]['time_ms']:.1f} ms/iter"
         elif run.kind == "kernel":
             what = f"fwd {res['fused_fwd']['gflops']:.1f} bwd {res['fused_bwd']['gflops']:.1f} GFLOP/s"
+        elif run.kind == "kernel_concurrent":
+            what = f"{len(res['rows']) // 2} copies, fwd " + " ".join(
+                f"{x['gflops']:.0f}" for x in res["rows"] if x["pass"] == "fwd") + " GFLOP/s"
         elif run.kind == "pingpong":
             what = ", ".join(f"{k}: {v['bandwidth_MBps']:.1f} MB/s {v['latency_us']:.0f} us"
                              for k, v in res["pairs"].items())
@@ -457,37 +506,42 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
         calib["links"]["local_note"] = "no ping-pong result: 5 GB/s, 2 us assumed"
     calib["links"]["local"] = {"bandwidth_MBps": intra.bandwidth / 1e6, "latency_us": intra.latency * 1e6}
     m = pm.Machine(kernels=kt, intra=intra, cores=a.cores)
-    # ring machinery: T = factor x kernel time + fixed, per pass, from the one-rank rings
+    # ring machinery, per pass, from the one-rank rings at several shard sizes n: the ring's
+    # compute (time x the bench's overlap share: the time inside its compute sections) over the
+    # kernel bench's time for the same blocks is the factor at n; the rest of the call is the
+    # fixed time per call at n. perf_model.ring_overheads interpolates both in log(n).
+    m.factor_by_rows, m.fixed_by_rows, m.calib_heads = {}, {}, a.heads
     for mode in ("fwd", "bwd"):
         pts = []
         for r in recs:
             if (r["sweep"] == "calib-ring" and r["name"].startswith("ring1_") and r["name"].endswith("_" + mode)
                     and "result" in r):
-                S = r["result"][0]["seq"]
+                row = r["result"][0]
+                S = row["seq"]
                 prob = pm.Problem(S=S, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
-                k = sum(pm.kernel_seconds(m, prob, mode, pm.step_blocks(prob, 0, 0)) for _ in [0])
-                pts.append((k, r["result"][0]["time_ms"] / 1e3, S))
+                k = pm.kernel_seconds(m, prob, mode, pm.step_blocks(prob, 0, 0))
+                t = row["time_ms"] / 1e3
+                share = min(1.0, max(0.0, row["overlap_pct"] / 100.0))
+                pts.append((S, k, t, t * share / k, t * (1.0 - share)))
         pts.sort()
-        if len(pts) >= 2:
-            # factor: slope between the two largest sizes; fixed: what the smallest (a ring of
-            # almost no work) leaves over its kernels at that factor
-            (k1, t1, _), (k2, t2, _) = pts[-2], pts[-1]
-            f = (t2 - t1) / (k2 - k1) if k2 > k1 else t2 / k2
-            c = max(0.0, pts[0][1] - f * pts[0][0])
-        elif pts:
-            f, c = pts[0][1] / pts[0][0], 0.0
-        else:
-            f, c = 1.0, 0.0
-        calib["ring"][mode] = {"factor": f, "fixed_ms": c * 1e3,
-                               "points": [{"S": s, "kernel_ms": k * 1e3, "ring_ms": t * 1e3} for k, t, s in pts]}
+        if pts:
+            m.factor_by_rows[mode] = [(S, f) for S, _, _, f, _ in pts]
+            m.fixed_by_rows[mode] = [(S, c) for S, _, _, _, c in pts]
+        # the scalar values (summary; the model uses the tables): the largest size's factor, the
+        # smallest size's fixed time
+        f = pts[-1][3] if pts else 1.0
+        c = pts[0][4] if pts else 0.0
+        calib["ring"][mode] = {"factor_largest": f, "fixed_ms_smallest": c * 1e3,
+                               "points": [{"S": S, "kernel_ms": k * 1e3, "ring_ms": t * 1e3, "factor": ff,
+                                           "fixed_ms": cc * 1e3} for S, k, t, ff, cc in pts]}
         if mode == "fwd":
             m.ring_factor, m.call_fixed_s = f, c
         else:
             m.ring_factor_bwd, m.call_fixed_bwd_s = f, c
-    # a forward followed by a backward (mode both) beyond the two calls apart, at S = 64
-    tb = by.get("ring1_S64_both", {}).get("result")
-    tf_ = by.get("ring1_S64_fwd", {}).get("result")
-    tbw = by.get("ring1_S64_bwd", {}).get("result")
+    # a forward followed by a backward (mode both) beyond the two calls apart, at S = 48
+    tb = by.get("ring1_S48_both", {}).get("result")
+    tf_ = by.get("ring1_S48_fwd", {}).get("result")
+    tbw = by.get("ring1_S48_bwd", {}).get("result")
     if tb and tf_ and tbw:
         m.both_extra_s = max(0.0, (tb[0]["time_ms"] - tf_[0]["time_ms"] - tbw[0]["time_ms"]) / 1e3)
     calib["ring"]["both_extra_ms"] = m.both_extra_s * 1e3
@@ -507,6 +561,32 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
     if slope > 0:
         m.msg_overhead_s = max(0.0, (meas - base) / slope)
     calib["ring"]["msg_overhead_us"] = m.msg_overhead_s * 1e6
+    # more ranks than cores: the message cost at P (same method, P-rank rings of almost no work)
+    # and the throughput of P concurrent kernel benches against one copy alone
+    m.msg_overhead_shared, m.share_efficiency = {}, {}
+    for P in oversubscribed_ranks(a):
+        meas, base, slope = 0.0, 0.0, 0.0
+        for mode in ("fwd", "bwd"):
+            r = by.get(f"ring{P}_S64_{mode}")
+            if not r or "result" not in r:
+                continue
+            prob = pm.Problem(S=64, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
+            m0 = pm.predict(pm_replace(m, msg_overhead_shared={P: 0.0}), prob).time_s
+            m1 = pm.predict(pm_replace(m, msg_overhead_shared={P: 1e-3}), prob).time_s
+            meas += r["result"][0]["time_ms"] / 1e3
+            base += m0
+            slope += (m1 - m0) / 1e-3
+        if slope > 0:
+            m.msg_overhead_shared[P] = max(0.0, (meas - base) / slope)
+        one = by.get(f"kernel_S{CONC_S}_full", {}).get("result")
+        conc = by.get(f"kernel_concurrent_P{P}_S{CONC_S}", {}).get("result")
+        if one and conc and len(conc["rows"]) == 2 * P:
+            t1 = one["fused_fwd"]["time_ms"] + one["fused_bwd"]["time_ms"]
+            tp = sum(x["time_ms"] for x in conc["rows"]) / P
+            # ideal: P copies on `cores` cores take P / cores times as long as one alone
+            m.share_efficiency[P] = t1 * P / (a.cores * tp)
+    calib["shared_cores"] = {"msg_overhead_us": {str(k): v * 1e6 for k, v in m.msg_overhead_shared.items()},
+                             "share_efficiency": {str(k): v for k, v in m.share_efficiency.items()}}
     return m, calib
 
 
@@ -605,7 +685,11 @@ def analyse(a, recs: List[dict]) -> dict:
         if t1 and "strong" in p["sweeps"]:
             p["measured_efficiency_vs_P1"] = t1 / (min(p["P"], a.cores) * p["measured_ms"])
     return {"model": {"ring_factor_fwd": base.ring_factor, "ring_factor_bwd": base.ring_factor_bwd,
+                      "factor_by_rows": base.factor_by_rows, "fixed_ms_by_rows": {
+                          k: [(n, c * 1e3) for n, c in v] for k, v in (base.fixed_by_rows or {}).items()},
                       "msg_overhead_us": base.msg_overhead_s * 1e6,
+                      "msg_overhead_shared_us": {str(k): v * 1e6 for k, v in (base.msg_overhead_shared or {}).items()},
+                      "share_efficiency": {str(k): v for k, v in (base.share_efficiency or {}).items()},
                       "both_extra_ms": base.both_extra_s * 1e3,
                       "call_fixed_fwd_ms": base.call_fixed_s * 1e3,
                       "call_fixed_bwd_ms": (base.call_fixed_bwd_s or 0) * 1e3,

@@ -2,6 +2,7 @@
 """Self-test of scripts/perf_model.py (known answers on synthetic inputs) and of the argument
 parsing and run plan of scripts/scaling.py. Runs no benchmark; standard library only."""
 import json
+import math
 import os
 import sys
 import unittest
@@ -170,6 +171,43 @@ class PredictTest(unittest.TestCase):
         base = pm.predict(machine(), p).time_s
         self.assertAlmostEqual(pm.predict(m, p).time_s, 1.5 * base + 0.01, delta=1e-9)
 
+    def test_overheads_by_shard_size(self):
+        # factor and fixed time per call interpolated in log(rows per ring rank), clamped
+        tab = {"fwd": [(64, 2.0), (4096, 1.0)]}
+        fix = {"fwd": [(64, 0.001), (4096, 0.004)]}
+        m = machine(factor_by_rows=tab, fixed_by_rows=fix, calib_heads=8)
+        f, c = pm.ring_overheads(m, pm.Problem(S=1024, P=2, mode="fwd"), "fwd")  # 512 rows
+        self.assertAlmostEqual(f, 1.5)
+        self.assertAlmostEqual(c, 0.0025)
+        f, c = pm.ring_overheads(m, pm.Problem(S=64, P=2, mode="fwd"), "fwd")  # 32 rows: clamped
+        self.assertEqual((f, c), (2.0, 0.001))
+        # the hybrid's ring runs at Hq / U heads: its fixed time is looked up at rows x heads / 8
+        f, c = pm.ring_overheads(m, pm.Problem(S=2048, P=4, U=2, mode="fwd"), "fwd")  # 1024 rows, 4 heads
+        self.assertAlmostEqual(f, 1.0 + 1.0 * (math.log(4096) - math.log(1024)) / math.log(64))
+        self.assertAlmostEqual(c, 0.0025)
+        # the backward without a table keeps the scalar values
+        self.assertEqual(pm.ring_overheads(m, pm.Problem(S=1024, P=2), "bwd"), (1.0, 0.0))
+        base = pm.predict(machine(), pm.Problem(S=1024, P=2, mask="full", mode="fwd")).time_s
+        self.assertAlmostEqual(pm.predict(m, pm.Problem(S=1024, P=2, mask="full", mode="fwd")).time_s,
+                               1.5 * base + 0.0025, delta=1e-9)
+
+    def test_oversubscribed_messages_and_share_efficiency(self):
+        p = pm.Problem(S=4096, P=4, mask="full", mode="fwd")
+        m = machine(cores=2)
+        t0 = pm.predict(m, p).time_s
+        # P concurrent processes reaching 80 % of the cores' throughput: the bound grows 1 / 0.8
+        me = machine(cores=2, share_efficiency={4: 0.8, 8: 0.5})
+        self.assertAlmostEqual(pm.predict(me, p).time_s, t0 / 0.8, delta=1e-9)
+        # the P = 4 value also serves P = 6; below the smallest measured P the smallest
+        self.assertEqual(pm.share_efficiency(me, replace(p, P=6, S=4800)), 0.8)
+        self.assertEqual(pm.share_efficiency(me, replace(p, P=3, S=4800)), 0.8)
+        self.assertEqual(pm.share_efficiency(me, replace(p, P=2)), 1.0)  # a core per rank
+        # a shared-core message costs CPU time: 4 ranks x 3 messages x 1 ms over 2 cores
+        mm = machine(cores=2, msg_overhead_shared={4: 1e-3}, msg_overhead_s=5.0)
+        self.assertAlmostEqual(pm.predict(mm, p).time_s, t0 + 4 * 3 * 1e-3 / 2, delta=1e-9)
+        self.assertEqual(pm.msg_overhead(mm, replace(p, P=2)), 5.0)  # not oversubscribed
+        self.assertEqual(pm._messages(replace(p, mode="bwd"), "bwd"), 3 * 5)
+
     def test_cpu_copies_do_not_overlap(self):
         W = 1e8
         fast = machine(intra=pm.Link(W, 0.0, consumes_cpu=False))
@@ -248,10 +286,30 @@ class ScalingArgsTest(unittest.TestCase):
         sweeps = {s for r in runs for s in r.meta.get("sweeps", [r.sweep])}
         self.assertTrue(set(scaling.SWEEPS) <= sweeps, sweeps)
         self.assertLess(sum(r.est_s for r in runs), 300)
+        # calibration: one-rank rings at sizes no validation point has (3 x 2^k against powers
+        # of 2), P-rank rings and concurrent kernel benches for every P above the cores
+        ring1 = {r.problem.S for r in runs if r.name.startswith("ring1_")}
+        points = {r.problem.S // r.problem.R for r in runs if r.sweep not in ("calib-ring", "calib-kernel",
+                                                                                 "calib-link", "calib-share")}
+        self.assertFalse(ring1 & points, ring1 & points)
+        self.assertLessEqual(min(ring1), min(points))
+        self.assertGreaterEqual(max(ring1), max(points))
+        self.assertEqual(scaling.oversubscribed_ranks(a), [4, 8])
+        for P in (4, 8):
+            self.assertIn(f"ring{P}_S64_bwd", names)
+            self.assertIn(f"kernel_concurrent_P{P}_S{scaling.CONC_S}", names)
+        self.assertIn(f"kernel_S{scaling.CONC_S}_full", names)
         for r in runs:
             if r.problem is not None and r.kind == "bench":
                 self.assertIn(str(r.problem.S), r.cmd)
         self.assertEqual(scaling.MPI_ENV["OMP_NUM_THREADS"], "1")  # one thread per rank
+
+    def test_concurrent_kernel_bench_parsing(self):
+        text = ("kernel               S     D   B   Hq  Hkv  dtype    mask     time_ms     best_ms    GFLOP/s   %peak  best_GF/s\n"
+                "fused_fwd         1024    64   1    8    8   bf16    full      20.877      20.825      102.9   55.3%      103.1\n"
+                "fused_bwd         1024    64   1    8    8   bf16    full      41.609      41.430      129.0   69.4%      129.6\n")
+        rows = [(m.group(1), float(m.group(2)), float(m.group(3))) for m in scaling.CONC_RE.finditer(text)]
+        self.assertEqual(rows, [("fwd", 20.877, 102.9), ("bwd", 41.609, 129.0)])
 
     def test_verbose_parsing(self):
         text = ("rank 0 forward: total 10.0 ms compute 8.0 ms (device 0.0 ms) wait 2.0 ms sent 1.5 MB skipped 0/2\n"
