@@ -8,7 +8,10 @@ Inputs (docs/scaling.md, "The performance model"):
   - links: bandwidth (bytes/s, one direction) and latency (s per message) inside a host and
     between hosts, measured by a ping-pong in the same run or given for a target cluster;
   - the ring machinery's cost beyond the kernels: a factor on kernel time (merges, casts, Delta,
-    chunked calls) and a fixed time per ring call, measured by a one-rank ring in the same run;
+    chunked calls) and a fixed time per ring call, per pass and by shard size (rows per ring
+    rank), measured by one-rank rings at several sizes in the same run;
+  - with more ranks than cores: the cost of a message (measured on P-rank rings of almost no
+    work) and the throughput of P busy processes on the cores (P concurrent kernel benches);
   - P, U, S, B, Hq, Hkv, D, dtype, scheme, mask, chunks, ranks per host, shared cores.
 
 Output (`predict`): time of forward, backward or both (the slowest rank, as ringattn_bench
@@ -43,6 +46,9 @@ How a call is modelled:
   - Shared cores (CPU ranks on one machine, `cores`): a pass lasts at least the CPU work of all
     ranks over the cores (work conserving: effective cores = min(P, cores); ranks that wait
     sleep and leave their core) and at least what the dependencies give with a core per rank.
+    With P > cores the CPU work includes every message's measured cost (a wait spins 200 us
+    before it sleeps, comm/poll.h), and the cores deliver the measured share efficiency of P
+    concurrent processes.
 """
 from __future__ import annotations
 
