@@ -125,6 +125,7 @@ class Run:
     est_s: float = 5.0
     kind: str = "bench"   # bench | kernel | pingpong
     meta: dict = field(default_factory=dict)
+    launches: int = 1     # separate launches of the command; the median launch is kept (execute)
 
 
 def bench_cmd(a, P: int, S: int, scheme="zigzag", mask="causal", mode="both", U=1,
@@ -149,14 +150,52 @@ def est_compute_s(a, S: int, P: int, mask="causal", mode="both", runs=None) -> f
 RING1_SIZES = [24, 48, 96, 192, 384, 768, 1536, 3072, 6144]
 RING1_SIZES_QUICK = [24, 48, 96, 192, 384, 768, 1536, 3072]
 CONC_S = 1024  # block size of the concurrent kernel benches (its one-copy time is a calibration point)
+# Steady calibration (docs/scaling.md, "Calibration"): one launch of a small problem can sit
+# 10-40 % off another (the process's placement and memory, the scheduler), and a mean over a few
+# iterations of tens of microseconds carries every interruption. So every calibration
+# measurement is timed for at least CALIB_TIMED_S (iterations scaled by size, up to
+# CALIB_MAX_ITERS), and the short ones are launched CALIB_LAUNCHES times with the median launch
+# kept. Validation points whose iteration lasts less than POINT_SHORT_ITER_S (the tiny
+# shards) are launched POINT_LAUNCHES times (median launch), with up to POINT_MAX_ITERS iterations.
+CALIB_TIMED_S = 0.05
+CALIB_MAX_ITERS = 2000
+CALIB_LAUNCHES = 3
+CALIB_SHORT_S = 0.5     # launches of calibration runs timing less than this are repeated
+POINT_MAX_ITERS = 200
+POINT_SHORT_ITER_S = 0.01  # points whose iteration lasts less (by iter_seconds) are launched 5 times
+POINT_LAUNCHES = 5
+KERNEL_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]  # + 4096 without --quick
 
 
-def timed_iters(a, S: int, P: int, mask="causal", mode="both", target_s=0.3, lo=0) -> int:
-    """Timed iterations so that about target_s is timed (one iteration of a few ms is noise)."""
+def ringp_calib_S(P: int) -> int:
+    """S of the P-rank message calibration ring: half-chunks of 8 rows (zigzag), the smallest
+    block of the kernel table, so the ring's compute is modelled from measured sizes."""
+    return 16 * P
+
+
+def kernel_iters(a, S: int, causal: bool) -> int:
+    """Iterations of the kernel bench (it reports the median) so a pass lasts CALIB_TIMED_S."""
+    f = 4.0 * a.heads * S * S * a.head_dim * (0.5 if causal else 1.0)
+    t = f / (10e9 if S <= 32 else 40e9 if S <= 256 else 80e9)
+    return int(min(CALIB_MAX_ITERS, max(3, math.ceil(CALIB_TIMED_S / t))))
+
+
+def iter_seconds(a, S: int, P: int, mask="causal", mode="both") -> float:
+    """A rough time of one iteration (for iteration counts and launch decisions)."""
     f = {"fwd": 1.0, "bwd": 3.5, "both": 3.5}[mode] * 4.0 * a.heads * S * S * a.head_dim
     f *= 0.5 if mask == "causal" else 1.0
-    per_iter = f / (60e9 * min(P, a.cores)) + 2e-4 * P
-    return int(min(50, max(a.iters, lo, math.ceil(target_s / per_iter))))
+    return f / (60e9 * min(P, a.cores)) + 2e-4 * P
+
+
+def timed_iters(a, S: int, P: int, mask="causal", mode="both", target_s=0.3, lo=0,
+                cap=POINT_MAX_ITERS) -> int:
+    """Timed iterations so that about target_s is timed (one iteration of a few ms is noise)."""
+    per_iter = iter_seconds(a, S, P, mask, mode)
+    return int(min(cap, max(a.iters, lo, math.ceil(target_s / per_iter))))
+
+
+def calib_launches(timed_s: float) -> int:
+    return CALIB_LAUNCHES if timed_s < CALIB_SHORT_S else 1
 
 
 def oversubscribed_ranks(a) -> List[int]:
@@ -172,14 +211,19 @@ def plan_runs(a) -> List[Run]:
     runs: List[Run] = []
     kb = os.path.join(a.build, "examples", "ringattn_kernel_bench")
     # down to the sub-blocks of the tiny-shard runs (S = 128 over 2 and 4 ranks: 32 and 16 rows)
-    ksizes = [16, 32, 64, 128, 256, 512, 1024, 2048] + ([] if q else [4096])
+    # down to 8 rows: the half-chunks of the P-rank calibration rings (ringp_calib_S)
+    ksizes = KERNEL_SIZES + ([] if q else [4096])
     for S in ksizes:
         for causal in (False, True):
+            n = kernel_iters(a, S, causal)
             c = [kb, "-S", str(S), "-D", str(a.head_dim), "-H", str(a.heads), "-B", "1",
-                 "--dtype", a.dtype, "-n", "3" if S >= 1024 else "5" if S >= 256 else "20", "-w", "1",
-                 "--peak-seconds", "0.1", "--no-unfused"] + (["--causal"] if causal else [])
+                 "--dtype", a.dtype, "-n", str(n), "-w", str(max(1, n // 20)),
+                 "--peak-seconds", "0.02", "--no-unfused"] + (["--causal"] if causal else [])
+            nl = CALIB_LAUNCHES if S <= 256 else 1
             runs.append(Run(f"kernel_S{S}_{'causal' if causal else 'full'}", "calib-kernel", c,
-                            kind="kernel", est_s=0.5 + est_compute_s(a, S, 1, "causal" if causal else "full", runs=5)))
+                            kind="kernel", launches=nl,
+                            est_s=nl * (0.2 + est_compute_s(a, S, 1, "causal" if causal else "full",
+                                                            runs=n + n // 20 + 1) - 1.5)))
     runs.append(Run("pingpong_local", "calib-link",
                     ["mpirun", "-np", "2", "--bind-to", "core", sys.executable, os.path.abspath(__file__),
                      "--pingpong-worker", "@OUT@"], kind="pingpong", est_s=8))
@@ -187,31 +231,42 @@ def plan_runs(a) -> List[Run]:
     # none of them 3 x 2^k): the ring's compute per kernel-bench time and its time per call
     # outside compute, by shard size (perf_model.ring_overheads interpolates between them).
     ring1 = RING1_SIZES_QUICK if q else RING1_SIZES
-    runs.append(Run("ring1_S48_both", "calib-ring", ["mpirun", "-np", "1"] + bench_cmd(a, 1, 48, iters=30),
-                    problem=pm.Problem(S=48, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype), est_s=2))
+    it = timed_iters(a, 48, 1, target_s=CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
+    runs.append(Run("ring1_S48_both", "calib-ring",
+                    ["mpirun", "-np", "1"] + bench_cmd(a, 1, 48, iters=it, warmup=5),
+                    problem=pm.Problem(S=48, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype),
+                    launches=CALIB_LAUNCHES, est_s=CALIB_LAUNCHES * (0.7 + it * iter_seconds(a, 48, 1))))
     for S in ring1:
         for mode in ("fwd", "bwd"):
-            it = timed_iters(a, S, 1, mode=mode, target_s=0.5, lo=3)
+            it = timed_iters(a, S, 1, mode=mode, target_s=CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
+            nl = calib_launches(it * iter_seconds(a, S, 1, mode=mode))
             runs.append(Run(f"ring1_S{S}_{mode}", "calib-ring",
-                            ["mpirun", "-np", "1"] + bench_cmd(a, 1, S, mode=mode, iters=it),
+                            ["mpirun", "-np", "1"] + bench_cmd(a, 1, S, mode=mode, iters=it,
+                                                               warmup=max(1, min(5, it // 20))),
                             problem=pm.Problem(S=S, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            est_s=est_compute_s(a, S, 1, mode=mode, runs=it + 1)))
+                            launches=nl, est_s=nl * (est_compute_s(a, S, 1, mode=mode, runs=it + 1) - 0.8)))
     if a.cores >= 2:
         # the software cost of a ring message: a two-rank ring of almost no work
         for mode in ("fwd", "bwd"):
+            it = timed_iters(a, 64, 2, mode=mode, target_s=CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
             runs.append(Run(f"ring2_S64_{mode}", "calib-ring",
-                            ["mpirun", "-np", "2", "--bind-to", "core"] + bench_cmd(a, 2, 64, mode=mode, iters=20),
+                            ["mpirun", "-np", "2", "--bind-to", "core"] + bench_cmd(a, 2, 64, mode=mode, iters=it,
+                                                                                    warmup=5),
                             problem=pm.Problem(S=64, P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            est_s=2))
+                            launches=CALIB_LAUNCHES, est_s=CALIB_LAUNCHES * (0.8 + it * iter_seconds(a, 64, 2, mode=mode))))
     # More ranks than cores: the cost of a message when ranks time-share the cores (P-rank
     # rings of almost no work) and the CPU throughput of P busy processes on the cores (P
     # concurrent copies of the kernel bench against one alone).
     for P in oversubscribed_ranks(a):
+        Sp = ringp_calib_S(P)
         for mode in ("fwd", "bwd"):
-            runs.append(Run(f"ring{P}_S64_{mode}", "calib-ring",
-                            ["mpirun", "-np", str(P), "--bind-to", "none"] + bench_cmd(a, P, 64, mode=mode, iters=20),
-                            problem=pm.Problem(S=64, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            est_s=3))
+            it = timed_iters(a, Sp, P, mode=mode, target_s=2 * CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
+            runs.append(Run(f"ring{P}_S{Sp}_{mode}", "calib-ring",
+                            ["mpirun", "-np", str(P), "--bind-to", "none"] + bench_cmd(a, P, Sp, mode=mode, iters=it,
+                                                                                       warmup=5),
+                            problem=pm.Problem(S=Sp, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
+                            launches=CALIB_LAUNCHES,
+                            est_s=CALIB_LAUNCHES * (1.0 + 2 * it * iter_seconds(a, Sp, P, mode=mode))))
         n_conc = 20 if P <= 4 else 10
         runs.append(Run(f"kernel_concurrent_P{P}_S{CONC_S}", "calib-share",
                         ["mpirun", "-np", str(P), "--bind-to", "none", kb, "-S", str(CONC_S), "-D", str(a.head_dim),
@@ -236,6 +291,9 @@ def plan_runs(a) -> List[Run]:
         iters = a.iters if netns else timed_iters(a, S, P, mask)
         cmd = bench_cmd(a, P, S, scheme, mask, U=U, placement="auto" if netns else "ulysses",
                         iters=iters)
+        # short points: the median of several launches (one launch of a tiny ring with more
+        # ranks than cores varies by 10-30 % with where the scheduler puts its ranks)
+        nl = POINT_LAUNCHES if not netns and iter_seconds(a, S, P, mask) < POINT_SHORT_ITER_S else 1
         if netns:
             full = ["bash", os.path.join(ROOT, "scripts", "netns_mpirun.sh"), "-N", str(netns["hosts"]),
                     "-s", str(netns["slots"]), "--rate", netns["rate"], "--", "-x", "OMP_NUM_THREADS=1",
@@ -245,9 +303,9 @@ def plan_runs(a) -> List[Run]:
             est = 6 + (a.iters + 1) * per_iter + est_compute_s(a, S, P) - 1.5
         else:
             full = ["mpirun", "-np", str(P), "--bind-to", "core" if P <= a.cores else "none"] + cmd
-            est = est_compute_s(a, S, P)
+            est = nl * (est_compute_s(a, S, P, runs=iters + 1) - 0.8)
         runs.append(Run(name, sweep, full, problem=prob, netns=netns, est_s=est,
-                        meta={"sweeps": [sweep]}))
+                        meta={"sweeps": [sweep]}, launches=nl))
 
     S0 = 2048 if q else 4096
     n0 = 512 if q else 1024
@@ -322,40 +380,89 @@ def parse_verbose(text: str) -> Dict[int, dict]:
     return ranks
 
 
+def median_launch(results: List[list]) -> int:
+    """Index of the median launch of a bench run by its time (the lower median for an even
+    count): the launch whose result (time, overlap, per-rank split) the model is compared with."""
+    order = sorted(range(len(results)), key=lambda i: results[i][0]["time_ms"])
+    return order[(len(order) - 1) // 2]
+
+
+def merge_kernel_launches(results: List[dict]) -> dict:
+    """Kernel bench launches (each reports its median iteration) -> one result whose time and
+    throughput per pass are the medians over launches (fields of the first launch otherwise)."""
+    out = json.loads(json.dumps(results[0]))
+    for key in ("fused_fwd", "fused_bwd"):
+        for f in ("time_ms", "best_ms", "gflops"):
+            vals = [r[key][f] for r in results if f in r.get(key, {})]
+            if vals:
+                out[key][f] = statistics.median(vals)
+        out[key]["launches_gflops"] = [r[key]["gflops"] for r in results]
+    out["launches"] = len(results)
+    return out
+
+
 def execute(run: Run, raw: str, timeout: float) -> dict:
     base = os.path.join(raw, run.name)
     out_json = base + ".json"
-    cmd = [out_json if c == "@OUT@" else c for c in run.cmd]
-    if run.kind in ("bench", "kernel"):
-        cmd = cmd + ["--json", out_json]
     env = dict(os.environ)
     env.update(MPI_ENV)
     t0 = time.time()
-    try:
-        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True, timeout=timeout)
-        rc, text = p.returncode, p.stdout
-    except subprocess.TimeoutExpired as e:
-        rc, text = 124, (e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")) + "\n[timeout]"
+    n = max(1, run.launches)
+    texts, results, rc, cmd0 = [], [], 0, None
+    for li in range(n):
+        # launch li writes NAME.json (one launch) or NAME.launchI.json; NAME.json is rewritten
+        # below with the kept (median) result
+        lj = out_json if n == 1 else f"{base}.launch{li}.json"
+        cmd = [lj if c == "@OUT@" else c for c in run.cmd]
+        if run.kind in ("bench", "kernel"):
+            cmd = cmd + ["--json", lj]
+        cmd0 = cmd0 or cmd
+        try:
+            p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=timeout)
+            rc, text = p.returncode, p.stdout
+        except subprocess.TimeoutExpired as e:
+            rc, text = 124, (e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")) + "\n[timeout]"
+        texts.append("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n" + text)
+        if rc != 0:
+            break
+        if os.path.exists(lj):
+            with open(lj) as f:
+                results.append(json.load(f))
+        else:
+            results.append(None)
     elapsed = time.time() - t0
     with open(base + ".log", "w") as f:
-        f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n" + text)
+        f.write("\n".join(texts))
     rec = {"name": run.name, "sweep": run.sweep, "kind": run.kind, "rc": rc, "elapsed_s": elapsed,
-           "command": " ".join(shlex.quote(c) for c in cmd), "netns": run.netns, "meta": run.meta}
+           "command": " ".join(shlex.quote(c) for c in cmd0), "netns": run.netns, "meta": run.meta,
+           "launches": n}
     if rc == 77:
         rec["skipped"] = "netns_mpirun.sh cannot emulate hosts here (needs root)"
+    keep = 0
+    if rc == 0 and results and all(r is not None for r in results):
+        if run.kind == "bench":
+            keep = median_launch(results)
+            rec["launch_times_ms"] = [r[0]["time_ms"] for r in results]
+            rec["kept_launch"] = keep
+            rec["result"] = results[keep]
+        elif run.kind == "kernel":
+            rec["result"] = merge_kernel_launches(results) if n > 1 else results[0]
+        else:
+            rec["result"] = results[keep]
+        if n > 1:
+            with open(out_json, "w") as f:
+                json.dump(rec["result"], f)
+    text = texts[keep].split("\n", 1)[1] if texts else ""
     if rc == 0 and run.kind == "kernel_concurrent":
         copies = [{"pass": m.group(1), "time_ms": float(m.group(2)), "gflops": float(m.group(3))}
                   for m in CONC_RE.finditer(text)]
         rec["result"] = {"copies": run.meta["copies"], "S": run.meta["S"], "rows": copies}
-    if rc == 0 and os.path.exists(out_json):
-        with open(out_json) as f:
-            rec["result"] = json.load(f)
-        if run.kind == "bench":
-            rec["ranks"] = parse_verbose(text)
-            hb = re.findall(r"host(\d+) \(\S+\) sent (\d+) bytes", text)
-            if hb:
-                rec["host_sent_bytes"] = {int(h): int(b) for h, b in hb}
+    if rc == 0 and run.kind == "bench" and "result" in rec:
+        rec["ranks"] = parse_verbose(text)
+        hb = re.findall(r"host(\d+) \(\S+\) sent (\d+) bytes", text)
+        if hb:
+            rec["host_sent_bytes"] = {int(h): int(b) for h, b in hb}
     with open(base + ".rec.json", "w") as f:
         json.dump(rec, f, indent=1)
     return rec
@@ -567,10 +674,11 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
     for P in oversubscribed_ranks(a):
         meas, base, slope = 0.0, 0.0, 0.0
         for mode in ("fwd", "bwd"):
-            r = by.get(f"ring{P}_S64_{mode}")
+            # (results made before 2026-12-05 01:00 UTC have the P-rank rings at S = 64)
+            r = by.get(f"ring{P}_S{ringp_calib_S(P)}_{mode}") or by.get(f"ring{P}_S64_{mode}")
             if not r or "result" not in r:
                 continue
-            prob = pm.Problem(S=64, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
+            prob = pm.Problem(S=r["result"][0]["seq"], P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
             m0 = pm.predict(pm_replace(m, msg_overhead_shared={P: 0.0}), prob).time_s
             m1 = pm.predict(pm_replace(m, msg_overhead_shared={P: 1e-3}), prob).time_s
             meas += r["result"][0]["time_ms"] / 1e3

@@ -296,13 +296,87 @@ class ScalingArgsTest(unittest.TestCase):
         self.assertGreaterEqual(max(ring1), max(points))
         self.assertEqual(scaling.oversubscribed_ranks(a), [4, 8])
         for P in (4, 8):
-            self.assertIn(f"ring{P}_S64_bwd", names)
+            self.assertIn(f"ring{P}_S{scaling.ringp_calib_S(P)}_bwd", names)
             self.assertIn(f"kernel_concurrent_P{P}_S{scaling.CONC_S}", names)
         self.assertIn(f"kernel_S{scaling.CONC_S}_full", names)
         for r in runs:
             if r.problem is not None and r.kind == "bench":
                 self.assertIn(str(r.problem.S), r.cmd)
         self.assertEqual(scaling.MPI_ENV["OMP_NUM_THREADS"], "1")  # one thread per rank
+
+    def test_steady_calibration_plan(self):
+        for argv in (["--quick"], []):
+            a = scaling.parse_args(["--out", "x", "--cores", "2"] + argv)
+            runs = scaling.plan_runs(a)
+            for r in runs:
+                if r.sweep == "calib-kernel":
+                    # every pass timed for CALIB_TIMED_S by the plan's own rough rate, or at the cap
+                    S = r.problem.S if r.problem else int(r.cmd[r.cmd.index("-S") + 1])
+                    n = int(r.cmd[r.cmd.index("-n") + 1])
+                    self.assertTrue(n == scaling.CALIB_MAX_ITERS or n >= 3, r.name)
+                    if S <= 256:
+                        self.assertEqual(r.launches, scaling.CALIB_LAUNCHES, r.name)
+                elif r.sweep == "calib-ring":
+                    n = int(r.cmd[r.cmd.index("-n") + 1])
+                    p = r.problem
+                    timed = n * scaling.iter_seconds(a, p.S, p.P, mode=p.mode)
+                    self.assertTrue(timed >= scaling.CALIB_TIMED_S or n == scaling.CALIB_MAX_ITERS, r.name)
+                    if timed < scaling.CALIB_SHORT_S:
+                        self.assertGreaterEqual(r.launches, 3, r.name)
+                        self.assertEqual(r.launches % 2, 1, r.name)  # an odd count: a true median
+            # the tiny shards are launched several times; large points once
+            by = {r.name: r for r in runs}
+            self.assertEqual(by["P4_S128_zigzag_causal"].launches, scaling.POINT_LAUNCHES)
+            self.assertEqual(by["P2_S128_zigzag_causal"].launches, scaling.POINT_LAUNCHES)
+            big = [r for r in runs if r.problem and r.problem.S >= 2048 and not r.sweep.startswith("calib")]
+            self.assertTrue(big and all(r.launches == 1 for r in big))
+            # the kernel table reaches down to the smallest block (zigzag half-chunk) of every
+            # calibration ring and every point: no modelled block below the measured sizes
+            kmin = min(int(r.cmd[r.cmd.index("-S") + 1]) for r in runs if r.sweep == "calib-kernel")
+            for r in runs:
+                if r.kind == "bench" and r.problem:
+                    self.assertGreaterEqual(r.problem.S // (2 * r.problem.R), kmin, r.name)
+        self.assertEqual(scaling.ringp_calib_S(8) // 16, 8)
+
+    def test_median_launch_and_kernel_merge(self):
+        res = [[{"time_ms": t}] for t in (3.0, 1.0, 9.0, 2.0, 5.0)]
+        # sorted times 1, 2, 3, 5, 9 -> the median is 3.0, launch 0
+        self.assertEqual(scaling.median_launch(res), 0)
+        self.assertEqual(res[scaling.median_launch(res)][0]["time_ms"], 3.0)
+        self.assertEqual(res[scaling.median_launch(res[:4])][0]["time_ms"], 2.0)  # lower median
+        k = [{"fused_fwd": {"gflops": g, "time_ms": 1 / g}, "fused_bwd": {"gflops": 2 * g, "time_ms": 1.0},
+              "threads": 1} for g in (10.0, 40.0, 20.0)]
+        m = scaling.merge_kernel_launches(k)
+        self.assertEqual(m["fused_fwd"]["gflops"], 20.0)
+        self.assertEqual(m["fused_bwd"]["gflops"], 40.0)
+        self.assertEqual(m["fused_fwd"]["launches_gflops"], [10.0, 40.0, 20.0])
+        self.assertEqual(m["launches"], 3)
+        self.assertEqual(k[0]["fused_fwd"]["gflops"], 10.0)  # inputs untouched
+
+    def test_execute_keeps_the_median_launch(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            # a stand-in for ringattn_bench: each launch reports the next time from a list
+            fake = os.path.join(d, "fake.py")
+            with open(fake, "w") as f:
+                f.write("import json, os, sys\n"
+                        "c = os.path.join(os.path.dirname(sys.argv[0]), 'count')\n"
+                        "i = int(open(c).read()) if os.path.exists(c) else 0\n"
+                        "open(c, 'w').write(str(i + 1))\n"
+                        "t = [4.0, 1.0, 7.0, 2.0, 3.0][i]\n"
+                        "print(f'rank 0 forward: total {t} ms compute {t} ms (device 0.0 ms) wait 0.0 ms "
+                        "sent 0.0 MB skipped 0/1')\n"
+                        "json.dump([{'time_ms': t, 'seq': 8}], open(sys.argv[sys.argv.index('--json') + 1], 'w'))\n")
+            run = scaling.Run("pt", "tiny", [sys.executable, fake], launches=5)
+            rec = scaling.execute(run, d, 30)
+            self.assertEqual(rec["rc"], 0)
+            self.assertEqual(rec["launch_times_ms"], [4.0, 1.0, 7.0, 2.0, 3.0])
+            self.assertEqual(rec["result"][0]["time_ms"], 3.0)
+            self.assertEqual(rec["ranks"][0]["compute_ms"], 3.0)  # the kept launch's split
+            with open(os.path.join(d, "pt.json")) as f:
+                self.assertEqual(json.load(f)[0]["time_ms"], 3.0)
+            with open(os.path.join(d, "pt.log")) as f:
+                self.assertEqual(f.read().count("$ "), 5)
 
     def test_concurrent_kernel_bench_parsing(self):
         text = ("kernel               S     D   B   Hq  Hkv  dtype    mask     time_ms     best_ms    GFLOP/s   %peak  best_GF/s\n"
