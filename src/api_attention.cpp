@@ -43,7 +43,7 @@ Status prepare(const AttnShape& shape, const ringattn_attn_params_t* params,
   RINGATTN_RETURN_IF_ERROR(validate_params(params, shape, opts));
   RINGATTN_RETURN_IF_ERROR(check_packed_total(shape, *opts));
   RINGATTN_RETURN_IF_ERROR(get_backend(kind, be));
-  return (*be)->supports(shape.d, shape.dtype, opts->mask);
+  return (*be)->supports(shape.d, shape.dtype, opts->mask, opts->local_kernel);
 }
 
 Status forward(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ringattn_tensor_t* v,
@@ -124,6 +124,7 @@ Status backward(const ringattn_tensor_t* q, const ringattn_tensor_t* k, const ri
   p.k = tensor_ref(*k, shape.packed);
   p.v = tensor_ref(*v, shape.packed);
   p.dout = tensor_ref(*dout, shape.packed);
+  p.o = tensor_ref(*o, shape.packed);
   p.lse = rowstat_ref(*lse, shape.packed);
   p.delta = delta_ref;
   p.dq = tensor_ref(*dq, shape.packed);

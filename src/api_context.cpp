@@ -236,6 +236,15 @@ ringattn_status_t ringattn_context_alltoall_stats(ringattn_context_t ctx, double
   return RINGATTN_SUCCESS;
 }
 
+ringattn_status_t ringattn_context_kernel_stats(ringattn_context_t ctx, int64_t* library_blocks,
+                                                int64_t* own_calls) {
+  RINGATTN_RETURN_IF_ERROR(ringattn::check_ctx(ctx));
+  const ringattn::RingStats& s = ctx->ring->stats();
+  if (library_blocks != nullptr) *library_blocks = s.kernels.library_blocks;
+  if (own_calls != nullptr) *own_calls = s.kernels.own_calls;
+  return RINGATTN_SUCCESS;
+}
+
 ringattn_status_t ringattn_context_hybrid_layout(ringattn_context_t ctx, int32_t* ulysses_degree,
                                                  int32_t* ring_size, int32_t* ulysses_rank,
                                                  int32_t* ring_rank) {

@@ -34,8 +34,17 @@ class Backend {
   // Can this backend run this head dim, dtype and mask here? The support table's answer
   // (src/support.h): RINGATTN_ERROR_UNSUPPORTED with a message otherwise (the "can implement"
   // check, made before anything runs).
-  Status supports(int64_t head_dim, DType dtype, const MaskSpec& mask) const {
-    return check_support(kind(), dtype, head_dim, mask_kind(mask), arch());
+  // `local_kernel` (ringattn_local_kernel_t): can this backend run it at all (cuDNN: built in and
+  // loadable)? Where it cannot compute a block, our kernels do.
+  Status supports(int64_t head_dim, DType dtype, const MaskSpec& mask,
+                  int32_t local_kernel = RINGATTN_LOCAL_KERNEL_OWN) const {
+    RINGATTN_RETURN_IF_ERROR(check_support(kind(), dtype, head_dim, mask_kind(mask), arch()));
+    return local_kernel == RINGATTN_LOCAL_KERNEL_OWN ? RINGATTN_SUCCESS : supports_cudnn();
+  }
+  virtual Status supports_cudnn() const {
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'params'.local_kernel RINGATTN_LOCAL_KERNEL_CUDNN needs backend "
+                     "RINGATTN_BACKEND_CUDA");
   }
 
   virtual Status forward(const FwdParams& p, void* stream) = 0;

@@ -27,9 +27,11 @@ class CpuBackend final : public Backend {
   ringattn_backend_t kind() const override { return RINGATTN_BACKEND_CPU; }
 
   Status forward(const FwdParams& p, void*) override {
+    if (p.counts != nullptr) ++p.counts->own_calls;
     return run_kernel("forward", [&] { cpu::attention_forward(p); });
   }
   Status backward(const BwdParams& p, void*) override {
+    if (p.counts != nullptr) ++p.counts->own_calls;
     return run_kernel("backward", [&] { cpu::attention_backward(p); });
   }
   size_t forward_key_pack_bytes(const FwdParams& p) const override {

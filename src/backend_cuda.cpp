@@ -7,6 +7,9 @@
 #include "attention_cuda.h"
 #include "backend.h"
 #include "compute_timer.h"
+#if RINGATTN_HAVE_CUDNN
+#include "cudnn_path.h"
+#endif
 
 namespace ringattn {
 namespace {
@@ -75,10 +78,31 @@ class CudaBackend final : public Backend {
       return set_error(RINGATTN_ERROR_NULL_POINTER,
                        "cuda backend: merge output mode needs the partial LSE");
     }
+#if RINGATTN_HAVE_CUDNN
+    bool handled = false;
+    RINGATTN_RETURN_IF_ERROR(cudnn_path_forward(p, as_stream(stream), &handled));
+    if (handled) return RINGATTN_SUCCESS;
+#endif
+    if (p.counts != nullptr) ++p.counts->own_calls;
     return cuda_status(cuda::forward(p, as_stream(stream)), "attention forward");
   }
   Status backward(const BwdParams& p, void* stream) override {
+#if RINGATTN_HAVE_CUDNN
+    bool handled = false;
+    RINGATTN_RETURN_IF_ERROR(cudnn_path_backward(p, as_stream(stream), &handled));
+    if (handled) return RINGATTN_SUCCESS;
+#endif
+    if (p.counts != nullptr) ++p.counts->own_calls;
     return cuda_status(cuda::backward(p, as_stream(stream)), "attention backward");
+  }
+  Status supports_cudnn() const override {
+#if RINGATTN_HAVE_CUDNN
+    return cudnn_path_available();
+#else
+    return set_error(RINGATTN_ERROR_UNSUPPORTED,
+                     "'params'.local_kernel RINGATTN_LOCAL_KERNEL_CUDNN: this library was built "
+                     "without cuDNN (RINGATTN_ENABLE_CUDNN; docs/cuda.md, \"The cuDNN path\")");
+#endif
   }
   Status compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                        const TensorRef& o, const RowStatRef& delta, void* stream) override {

@@ -65,6 +65,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
 
   qside.q = tensor_ref(*q, packed);
   qside.dout = tensor_ref(*dout, packed);
+  qside.o = tensor_ref(*o, packed);
+  qside.counts = &stats_.kernels;
   qside.lse = rowstat_ref(*lse, packed);
   qside.delta = delta;
   qside.dq = dq_acc;

@@ -301,7 +301,9 @@ Status RingContext::local_problem(Status st, const AttnShape& shape,
                                   std::string* message) const {
   if (st == RINGATTN_SUCCESS) st = validate_params(params, shape, opts);
   if (st == RINGATTN_SUCCESS) st = check_share(shape, *opts);
-  if (st == RINGATTN_SUCCESS) st = backend_->supports(shape.d, shape.dtype, opts->mask);
+  if (st == RINGATTN_SUCCESS) {
+    st = backend_->supports(shape.d, shape.dtype, opts->mask, opts->local_kernel);
+  }
   HeadSplit heads;
   if (st == RINGATTN_SUCCESS && layout_.hybrid()) {
     st = split_heads(shape.hq, shape.hkv, layout_.ulysses, &heads);
@@ -471,6 +473,8 @@ Status RingContext::one_shot_plan(RingOp op, Status local_status, const std::str
     build_state(shape, opts, global_seq, &own_);
     plan_key_ = agreed_;
     plan_valid_ = true;
+  } else {
+    own_.opts.local_kernel = opts.local_kernel;  // not part of the agreed problem: rank-local
     ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;
     // Inside a capture the kernels upload the maps themselves (into the graph's memory); a
     // failed upload leaves them to do so too.

@@ -72,6 +72,8 @@ struct RingStats {
   double alltoall_seconds = 0;
   int64_t alltoall_bytes = 0;
   int32_t steps = 0, steps_skipped = 0;
+  // Sub-blocks computed by cuDNN and calls of our kernels (ringattn_context_kernel_stats).
+  LocalKernelCounts kernels{0, 0};
 };
 
 // Byte offsets of a hybrid run's workspace regions (after the ring's own at offset 0), and the

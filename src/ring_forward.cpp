@@ -34,6 +34,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   const TensorRef qref = tensor_ref(*q, shape.packed);
   FwdParams call{};  // what every chunk's call shares
   set_call_problem(shape, cur_->opts, &call);
+  call.counts = &stats_.kernels;
 
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;

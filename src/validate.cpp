@@ -361,27 +361,31 @@ Status validate_backward_tensors(const ringattn_tensor_t* q, const ringattn_tens
 }
 
 namespace {
-// The first published ringattn_attn_params_t ended with window_right.
+// The published ringattn_attn_params_t before this one: the first ended with window_right, the
+// second with num_seqs.
 constexpr size_t kParamsFirstVersion =
     offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
+constexpr size_t kParamsSecondVersion =
+    offsetof(ringattn_attn_params_t, num_seqs) + sizeof(int64_t);
 }  // namespace
 
 const ringattn_attn_params_t* versioned_params(const ringattn_attn_params_t* in,
                                                ringattn_attn_params_t* copy) {
   if (in == nullptr || in->struct_size == sizeof(ringattn_attn_params_t)) return in;
   *copy = RINGATTN_ATTN_PARAMS_INIT;
-  return read_versioned(*in, {kParamsFirstVersion}, copy) ? copy : in;
+  return read_versioned(*in, {kParamsFirstVersion, kParamsSecondVersion}, copy) ? copy : in;
 }
 
 Status validate_params(const ringattn_attn_params_t* params, const AttnShape& shape,
                        AttnOptions* opts) {
   if (params == nullptr) return set_error(RINGATTN_ERROR_NULL_POINTER, "argument 'params' is NULL");
-  if (params->struct_size != kParamsFirstVersion &&
+  if (params->struct_size != kParamsFirstVersion && params->struct_size != kParamsSecondVersion &&
       params->struct_size < sizeof(ringattn_attn_params_t)) {
     return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
-                      "'params'.struct_size is %zu, expected %zu (or %zu, the first version): "
-                      "initialize with RINGATTN_ATTN_PARAMS_INIT",
-                      params->struct_size, sizeof(ringattn_attn_params_t), kParamsFirstVersion);
+                      "'params'.struct_size is %zu, expected %zu (or %zu or %zu, the earlier "
+                      "versions): initialize with RINGATTN_ATTN_PARAMS_INIT",
+                      params->struct_size, sizeof(ringattn_attn_params_t), kParamsFirstVersion,
+                      kParamsSecondVersion);
   }
   if (!std::isfinite(params->softmax_scale)) {
     return set_error(RINGATTN_ERROR_INVALID_ARGUMENT, "'params'.softmax_scale is not finite");
@@ -405,6 +409,13 @@ Status validate_params(const ringattn_attn_params_t* params, const AttnShape& sh
                       static_cast<long long>(scheme));
   }
   opts->scheme = static_cast<int32_t>(scheme);
+  const int64_t local_kernel = enum_value(params->local_kernel);
+  if (local_kernel != RINGATTN_LOCAL_KERNEL_OWN && local_kernel != RINGATTN_LOCAL_KERNEL_CUDNN) {
+    return set_errorf(RINGATTN_ERROR_INVALID_ARGUMENT,
+                      "'params'.local_kernel has an unknown value %lld",
+                      static_cast<long long>(local_kernel));
+  }
+  opts->local_kernel = static_cast<int32_t>(local_kernel);
   opts->cu_seqlens.clear();
   if (shape.packed) {
     if (params->cu_seqlens == nullptr) {
@@ -451,6 +462,7 @@ void set_call_problem(const AttnShape& shape, const AttnOptions& opts, AttnCall*
   call->d = shape.d;
   call->scale = opts.scale;
   call->mask = opts.mask;
+  call->local_kernel = opts.local_kernel == RINGATTN_LOCAL_KERNEL_CUDNN ? kLocalCudnn : kLocalOwn;
 }
 
 TensorRef tensor_ref(const ringattn_tensor_t& t, bool packed) {

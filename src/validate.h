@@ -27,6 +27,7 @@ struct AttnOptions {
   MaskSpec mask{-1, -1};
   bool causal = false;
   int32_t scheme = kContiguous;
+  int32_t local_kernel = RINGATTN_LOCAL_KERNEL_OWN;
   std::vector<int64_t> cu_seqlens;  // global packed offsets; empty for fixed length
 };
 

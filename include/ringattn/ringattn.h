@@ -117,6 +117,20 @@ typedef enum ringattn_scheme {
   RINGATTN_SCHEME_STRIPED = 2     /* token t lives on rank t mod P */
 } ringattn_scheme_t;
 
+/* Which kernel computes each local block (a rank's queries against one K/V block):
+ *   OWN    this library's kernels (every backend, dtype, head dim and mask of the support table).
+ *   CUDNN  cuDNN's fused attention (its SDPA graphs, cuDNN 9 and the cuDNN frontend) wherever it
+ *          can compute a sub-block: backend CUDA, float16/bfloat16, masks split into full and
+ *          causal (optionally windowed) sub-blocks; this library's kernels for the rest (float32,
+ *          the window's ragged edges, head dims or shapes cuDNN refuses). Each partial result is
+ *          merged into float32 accumulators. Needs a library built with cuDNN
+ *          (ringattn_backend_available does not say; a call reports RINGATTN_ERROR_UNSUPPORTED)
+ *          and backend CUDA. docs/cuda.md, "The cuDNN path". */
+typedef enum ringattn_local_kernel {
+  RINGATTN_LOCAL_KERNEL_OWN = 0,
+  RINGATTN_LOCAL_KERNEL_CUDNN = 1
+} ringattn_local_kernel_t;
+
 /* Non-owning tensor descriptor. ndim is 4 ([B,S,H,D]), 3 ([T,H,D] packed, or LSE [B,H,S]) or
  * 2 (packed LSE [H,T]). strides[i] is the element stride of dimension i; strides[ndim-1] == 1. */
 typedef struct ringattn_tensor {
@@ -138,10 +152,14 @@ typedef struct ringattn_attn_params {
   ringattn_scheme_t scheme;  /* distributed calls: how the sequence is sharded */
   const int64_t* cu_seqlens; /* packed calls: B+1 offsets of the GLOBAL packed batch (host) */
   int64_t num_seqs;          /* packed calls: B; 0 for fixed-length tensors */
+  ringattn_local_kernel_t local_kernel; /* which kernel computes local blocks (OWN by default) */
 } ringattn_attn_params_t;
 
-#define RINGATTN_ATTN_PARAMS_INIT \
-  { sizeof(ringattn_attn_params_t), 0.0f, 0, -1, -1, RINGATTN_SCHEME_CONTIGUOUS, NULL, 0 }
+#define RINGATTN_ATTN_PARAMS_INIT                                                         \
+  {                                                                                       \
+    sizeof(ringattn_attn_params_t), 0.0f, 0, -1, -1, RINGATTN_SCHEME_CONTIGUOUS, NULL, 0, \
+        RINGATTN_LOCAL_KERNEL_OWN                                                         \
+  }
 
 /* ---- errors and version ---------------------------------------------------------------- */
 

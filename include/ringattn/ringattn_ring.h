@@ -141,6 +141,12 @@ RINGATTN_API ringattn_status_t ringattn_context_workspace_size(ringattn_context_
                                                                size_t* bytes);
 RINGATTN_API ringattn_status_t ringattn_context_last_stats(ringattn_context_t ctx,
                                                            ringattn_ring_stats_t* stats);
+/* Which kernels computed the last call on this rank: `library_blocks` sub-blocks by cuDNN
+ * (params.local_kernel RINGATTN_LOCAL_KERNEL_CUDNN), `own_calls` calls (whole local blocks or
+ * sub-blocks) by this library's kernels. Either pointer may be NULL. */
+RINGATTN_API ringattn_status_t ringattn_context_kernel_stats(ringattn_context_t ctx,
+                                                             int64_t* library_blocks,
+                                                             int64_t* own_calls);
 /* Hybrid contexts (ulysses_degree > 1), the last call on this rank: the time of its all-to-alls
  * (packing, exchanges, unpacking) and the bytes this rank sent in them. They are not in
  * ringattn_ring_stats_t's comm_wait_seconds and bytes_sent, which count the ring. 0 and 0 for

@@ -34,6 +34,17 @@ enum OutMode : int32_t {
   kOutMergeF32 = 2     // O float32 and LSE already hold a partial result: merge into them
 };
 
+// Which kernel computes a call (ringattn_local_kernel_t): ours, or cuDNN's fused attention where
+// it can compute a sub-block (the CUDA backend's cuDNN path; ours for the rest).
+enum LocalKernel : int32_t { kLocalOwn = 0, kLocalCudnn = 1 };
+
+// How many sub-blocks each kernel computed, counted by the backend when the caller points a
+// call at a counter (the ring's statistics); host memory.
+struct LocalKernelCounts {
+  int64_t library_blocks;  // sub-blocks computed by the fused library (cuDNN)
+  int64_t own_calls;       // calls or sub-blocks computed by our kernels
+};
+
 // What the forward and the backward of one Q shard against one K/V block share: sizes, inputs,
 // scale, mask and positions. Filled from a validated problem by one function
 // (src/validate.h: set_call_problem); FwdParams and BwdParams add their own tensors.
@@ -43,6 +54,8 @@ struct AttnCall {
   float scale;
   MaskSpec mask;
   PosMap q_pos, k_pos;  // positions of the sq query rows and the sk key rows
+  LocalKernel local_kernel = kLocalOwn;
+  LocalKernelCounts* counts = nullptr;  // optional
 };
 
 struct FwdParams : AttnCall {
@@ -55,6 +68,9 @@ struct FwdParams : AttnCall {
 };
 
 struct BwdParams : AttnCall {
+  // The forward's output of the whole attention (dtype of q), for kernels that derive Delta
+  // themselves (cuDNN); data == nullptr where the caller has none (then only ours run).
+  TensorRef o{nullptr, kF32, 0, 0, 0};
   TensorRef dout;        // input, dtype of q
   RowStatRef lse;        // forward LSE of the FULL attention (all key blocks), float32
   RowStatRef delta;      // rowsum(dO * O), float32

@@ -38,7 +38,7 @@ cudaError_t backward(const BwdParams& p, cudaStream_t stream);
 // Delta[b, h, s] = sum_d dO * O in float32.
 cudaError_t compute_delta(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& dout,
                           const TensorRef& o, const RowStatRef& delta, cudaStream_t stream);
-// (o1, lse1) <- merge of (o1, lse1) and (o2, lse2); float32, -inf safe.
+// (o1, lse1) <- merge of (o1, lse1) and (o2, lse2); o1 float32, o2 any dtype, -inf safe.
 cudaError_t merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& o1,
                           const RowStatRef& lse1, const TensorRef& o2, const RowStatRef& lse2,
                           cudaStream_t stream);

@@ -35,7 +35,7 @@ __global__ void delta_kernel(int64_t rows, int64_t s, int64_t h, int d, TensorAr
 }
 
 __global__ void merge_kernel(int64_t rows, int64_t s, int64_t h, int d, TensorArg o1,
-                             RowStatArg lse1, TensorArg o2, RowStatArg lse2) {
+                             RowStatArg lse1, TensorArg o2, DType o2_dt, RowStatArg lse2) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (r >= rows) return;
@@ -45,12 +45,12 @@ __global__ void merge_kernel(int64_t rows, int64_t s, int64_t h, int d, TensorAr
   const MergeWeights w = merge_weights(*l1, l2, neg_inf());
   __syncwarp();  // every lane has read lse1 before lane 0 rewrites it
   float* a = static_cast<float*>(o1.data) + ix.b * o1.sb + ix.s * o1.ss + ix.h * o1.sh;
-  const float* c = static_cast<const float*>(o2.data) + ix.b * o2.sb + ix.s * o2.ss + ix.h * o2.sh;
+  const int64_t coff = ix.b * o2.sb + ix.s * o2.ss + ix.h * o2.sh;
   for (int i = lane; i < d; i += 32) {
     // Written this way (not w1*a + w2*c) so a hidden side (weight 0) never turns inf/NaN
     // garbage into NaN: an empty partial may hold anything.
     const float x = w.w1 == 0.0f ? 0.0f : w.w1 * a[i];
-    const float y = w.w2 == 0.0f ? 0.0f : w.w2 * c[i];
+    const float y = w.w2 == 0.0f ? 0.0f : w.w2 * load_elem(o2.data, o2_dt, coff + i);
     a[i] = x + y;
   }
   if (lane == 0) *l1 = w.lse;
@@ -104,9 +104,9 @@ cudaError_t merge_partial(int64_t batch, int64_t s, int64_t h, int64_t d, const 
                           cudaStream_t stream) {
   const int64_t rows = batch * s * h;
   if (rows == 0) return cudaSuccess;
-  merge_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(rows, s, h, static_cast<int>(d),
-                                                          tensor_arg(o1), rowstat_arg(lse1),
-                                                          tensor_arg(o2), rowstat_arg(lse2));
+  merge_kernel<<<row_blocks(rows), kThreads, 0, stream>>>(
+      rows, s, h, static_cast<int>(d), tensor_arg(o1), rowstat_arg(lse1), tensor_arg(o2), o2.dtype,
+      rowstat_arg(lse2));
   return cudaGetLastError();
 }
 

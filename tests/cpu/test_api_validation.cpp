@@ -316,6 +316,20 @@ TEST(ApiValidation, OutOfRangeEnumValuesAreInvalidArguments) {
                RINGATTN_ERROR_INVALID_ARGUMENT, "unknown dtype value 77");
   std::memcpy(&p.params.scheme, &bad, sizeof(bad));
   EXPECT_ERROR(p.forward(), RINGATTN_ERROR_INVALID_ARGUMENT, "scheme has an unknown value 77");
+  p.params.scheme = RINGATTN_SCHEME_CONTIGUOUS;
+  std::memcpy(&p.params.local_kernel, &bad, sizeof(bad));
+  EXPECT_ERROR(p.backward(), RINGATTN_ERROR_INVALID_ARGUMENT,
+               "local_kernel has an unknown value 77");
+}
+
+// cuDNN computes on the CUDA backend only: asked for on the CPU backend, both calls refuse it
+// before anything runs, naming the field.
+TEST(ApiValidation, CudnnLocalKernelNeedsTheCudaBackend) {
+  Problem p(64);
+  p.params.local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+  EXPECT_ERROR(p.forward(), RINGATTN_ERROR_UNSUPPORTED, "local_kernel");
+  EXPECT_ERROR(p.backward(), RINGATTN_ERROR_UNSUPPORTED, "RINGATTN_BACKEND_CUDA");
+  for (float x : p.o) EXPECT_TRUE(std::isnan(x));  // nothing ran
 }
 
 // Found by fuzzing (tests/fuzz): a float32 tensor at an address 2 bytes past its buffer's start

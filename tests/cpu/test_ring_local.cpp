@@ -283,6 +283,32 @@ TEST(RingLocal, StructSizeVersionSkew) {
       << ringattn_get_last_error();
   ringattn_ring_plan_destroy(plan);
 
+  // Version 2 ended with num_seqs; a local_kernel after it (cuDNN, refused on the CPU backend)
+  // must not be read.
+  ringattn_attn_params_t second = p;
+  second.struct_size = offsetof(ringattn_attn_params_t, num_seqs) + sizeof(int64_t);
+  second.local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+  pr.poison();
+  ASSERT_EQ(
+      ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &second, nullptr),
+      RINGATTN_SUCCESS)
+      << ringattn_get_last_error();
+  EXPECT_EQ(max_abs_error(pr.to.values(), want), 0.0);
+  // The current size reads it: refused on every call that asks for it, then accepted again.
+  ringattn_attn_params_t cudnn = p;
+  cudnn.local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+  EXPECT_EQ(
+      ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &cudnn, nullptr),
+      RINGATTN_ERROR_UNSUPPORTED);
+  EXPECT_NE(std::string(ringattn_get_last_error()).find("local_kernel"), std::string::npos);
+  ASSERT_EQ(ringattn_ring_forward(ctx.get(), &pr.cq, &pr.ck, &pr.cv, &pr.co, &pr.clse, &p, nullptr),
+            RINGATTN_SUCCESS)
+      << ringattn_get_last_error();
+  int64_t library = -1, own = -1;
+  ASSERT_EQ(ringattn_context_kernel_stats(ctx.get(), &library, &own), RINGATTN_SUCCESS);
+  EXPECT_EQ(library, 0);
+  EXPECT_GT(own, 0);
+
   // A newer, longer struct: the fields this library knows are read.
   struct Newer {
     ringattn_attn_params_t p;

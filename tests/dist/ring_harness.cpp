@@ -100,7 +100,8 @@ std::string describe(const RingCase& c) {
   }
   s << " Hq=" << c.hq << " Hkv=" << c.hkv << " D=" << c.d << " " << dtype_name(c.dtype)
     << (c.causal ? " causal" : "") << " window=(" << c.window_left << "," << c.window_right << ")"
-    << (c.backward ? " fwd+bwd" : " fwd");
+    << (c.backward ? " fwd+bwd" : " fwd")
+    << (c.local_kernel == RINGATTN_LOCAL_KERNEL_CUDNN ? " cuDNN" : "");
   return s.str();
 }
 
@@ -163,6 +164,7 @@ RingResult run_ring(const RingCase& c, const RingInputs& in, ringattn_context_t 
   params.window_left = c.window_left;
   params.window_right = c.window_right;
   params.scheme = c.scheme;
+  params.local_kernel = c.local_kernel;
   if (packed) {
     params.cu_seqlens = c.layout.cu.data();
     params.num_seqs = c.layout.num_seqs();

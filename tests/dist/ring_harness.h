@@ -27,6 +27,7 @@ struct RingCase {
   bool backward = false;
   int64_t head_pad = 0;  // non-dense strides in the local tensors
   bool with_lse = true;  // false: the forward gets lse = NULL (O only; the backward needs it)
+  ringattn_local_kernel_t local_kernel = RINGATTN_LOCAL_KERNEL_OWN;
 };
 std::string describe(const RingCase& c);
 inline void PrintTo(const RingCase& c, std::ostream* os) { *os << describe(c); }

@@ -250,6 +250,9 @@ TEST_P(RingCuda, DeviceBuffersMatchFloat64ReferenceOfTheWholeSequence) {
   if (!have_device()) GTEST_SKIP() << "no CUDA device";
   const RingCase& c = std::get<0>(GetParam());
   const int mode = std::get<1>(GetParam());
+#if !defined(RINGATTN_HAVE_CUDNN)
+  if (c.local_kernel == RINGATTN_LOCAL_KERNEL_CUDNN) GTEST_SKIP() << "built without cuDNN";
+#endif
   SCOPED_TRACE(describe(c) + " over " + mode_name(mode));
   std::string skip;
   ringattn_status_t st = RINGATTN_SUCCESS;
@@ -268,6 +271,62 @@ TEST_P(RingCuda, DeviceBuffersMatchFloat64ReferenceOfTheWholeSequence) {
     r = run_ring(c, in, ctx, MPI_COMM_WORLD, &on_device);
   }
   EXPECT_TRUE(check_against_reference(c, in, r, MPI_COMM_WORLD));
+  cudaStreamDestroy(stream);
+}
+
+// The cuDNN path's statistics say which kernels ran: a causal zigzag bfloat16 problem is all
+// cuDNN (full blocks and causal squares, forward and backward), a sliding window leaves its
+// ragged edges to our kernels, and float32 (which cuDNN does not take) is all ours.
+TEST(RingCudaCudnn, KernelStatsSayWhichKernelRan) {
+  if (!have_device()) GTEST_SKIP() << "no CUDA device";
+#if !defined(RINGATTN_HAVE_CUDNN)
+  GTEST_SKIP() << "built without cuDNN";
+#endif
+  std::string skip;
+  ringattn_status_t st = RINGATTN_SUCCESS;
+  ringattn_context_t ctx = SharedContexts::get().context(kMpiStaged, &skip, &st);
+  ASSERT_TRUE(all_ranks(ctx != nullptr)) << ringattn_get_last_error();
+  cudaStream_t stream = nullptr;
+  ASSERT_TRUE(all_ranks(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess));
+  RingCase c;
+  c.name = "cuDNN statistics";
+  c.layout = fixed(1, 128 * world_size());
+  c.hq = c.hkv = 2;
+  c.d = 128;
+  c.dtype = kBF16;
+  c.causal = true;
+  c.backward = true;
+  c.local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+  struct Want {
+    bool window, f32;
+  };
+  for (const Want w : {Want{false, false}, Want{true, false}, Want{false, true}}) {
+    RingCase rc = c;
+    if (w.window) rc.window_left = 40;
+    if (w.f32) rc.dtype = kF32;
+    SCOPED_TRACE(describe(rc));
+    const RingInputs in = make_inputs(rc, shared_seed());
+    RingResult r;
+    {
+      DevicePlacement on_device(stream);
+      r = run_ring(rc, in, ctx, MPI_COMM_WORLD, &on_device);
+    }
+    EXPECT_TRUE(check_against_reference(rc, in, r, MPI_COMM_WORLD));
+    int64_t library = -1, own = -1;  // of the backward, the last call
+    ASSERT_EQ(ringattn_context_kernel_stats(ctx, &library, &own), RINGATTN_SUCCESS);
+    if (w.f32) {
+      EXPECT_EQ(library, 0);
+      EXPECT_GT(own, 0);
+    } else if (w.window) {
+      EXPECT_GT(library, 0);
+      if (world_size() > 1) {
+        EXPECT_GT(own, 0) << "the window's edges";
+      }
+    } else {
+      EXPECT_GT(library, 0);
+      EXPECT_EQ(own, 0);
+    }
+  }
   cudaStreamDestroy(stream);
 }
 
@@ -630,11 +689,26 @@ std::vector<RingCase> cuda_cases() {
   return all;
 }
 
+// The same cases through the cuDNN path, in 16-bit precision (bfloat16 and float16 in turn) so
+// that cuDNN computes what it can: every scheme, mask and packed layout splits into the
+// sub-blocks cuDNN takes, with our kernels for the rest (the windows' edges).
+std::vector<RingCase> cudnn_cases() {
+  std::vector<RingCase> all = cuda_cases();
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].dtype == kF32) all[i].dtype = i % 2 == 0 ? kBF16 : kF16;
+    all[i].local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+  }
+  return all;
+}
+
 // Staged MPI and NCCL are separate instantiations, so that a run can pick one by name
 // (--gtest_filter='Staged/*' or 'Nccl/*'): NCCL needs one GPU per rank, the staged transport
 // runs P ranks on one GPU.
 INSTANTIATE_TEST_SUITE_P(Staged, RingCuda,
                          ::testing::Combine(::testing::ValuesIn(cuda_cases()),
+                                            ::testing::Values(kMpiStaged)));
+INSTANTIATE_TEST_SUITE_P(Cudnn, RingCuda,
+                         ::testing::Combine(::testing::ValuesIn(cudnn_cases()),
                                             ::testing::Values(kMpiStaged)));
 INSTANTIATE_TEST_SUITE_P(Nccl, RingCuda,
                          ::testing::Combine(::testing::ValuesIn(cuda_cases()),

@@ -115,6 +115,59 @@ TEST(CudaApi, ForwardAndBackwardOnAUserStreamMatchFp64) {
   cudaStreamDestroy(stream);
 }
 
+// The cuDNN path (params.local_kernel CUDNN) on single-process calls: the whole sequence is one
+// cuDNN block (full, causal, causal with a window), written in the output dtype directly; the
+// same standard as our kernels.
+TEST(CudaApi, CudnnPathMatchesFp64) {
+  RINGATTN_REQUIRE_GPU();
+#if !defined(RINGATTN_HAVE_CUDNN)
+  GTEST_SKIP() << "built without cuDNN";
+#endif
+  struct MaskCase {
+    bool causal;
+    int64_t left;
+  };
+  for (DType t : {kBF16, kF16}) {
+    for (const MaskCase m : {MaskCase{false, -1}, MaskCase{true, -1}, MaskCase{true, 33}}) {
+      const int64_t b = 2, s = 193, hq = 4, hkv = 2, d = 128;
+      KernelSpec spec = whole_sequence_spec(t, s, d, make_mask_spec(m.causal, m.left, -1), hq, hkv);
+      spec.batch = b;
+      const uint64_t seed = fresh_seed();
+      SCOPED_TRACE("seed " + std::to_string(seed) + ": " + spec.describe());
+      const KernelInputs in = make_inputs(spec, seed);
+      ApiTensor q(t, b, s, hq, d, &in.q), k(t, b, s, hkv, d, &in.k), v(t, b, s, hkv, d, &in.v);
+      ApiTensor o(t, b, s, hq, d, nullptr), dout(t, b, s, hq, d, &in.dout);
+      ApiTensor dq(t, b, s, hq, d, nullptr), dk(t, b, s, hkv, d, nullptr),
+          dv(t, b, s, hkv, d, nullptr);
+      ApiLse lse(b, hq, s);
+      ringattn_attn_params_t params = RINGATTN_ATTN_PARAMS_INIT;
+      params.causal = m.causal ? 1 : 0;
+      params.window_left = m.left;
+      params.local_kernel = RINGATTN_LOCAL_KERNEL_CUDNN;
+      ASSERT_EQ(ringattn_attention_forward(&q.desc, &k.desc, &v.desc, &o.desc, &lse.desc, &params,
+                                           RINGATTN_BACKEND_CUDA, nullptr),
+                RINGATTN_SUCCESS)
+          << ringattn_get_last_error();
+      ASSERT_EQ(ringattn_attention_backward(&q.desc, &k.desc, &v.desc, &o.desc, &lse.desc,
+                                            &dout.desc, &dq.desc, &dk.desc, &dv.desc, &params,
+                                            RINGATTN_BACKEND_CUDA, nullptr),
+                RINGATTN_SUCCESS)
+          << ringattn_get_last_error();
+      ASSERT_TRUE(cuda_ok(cudaDeviceSynchronize(), "device"));
+      const AttnCase c = spec.attn_case();
+      const FwdResult ref = reference_forward(c, in.q, in.k, in.v);
+      const FwdResult naive = naive_forward(c, in.q, in.k, in.v, t);
+      EXPECT_TRUE(within_2x_naive("O", o.values(), ref.o, naive.o, t));
+      EXPECT_TRUE(within_2x_naive("LSE", lse.values(), ref.lse, naive.lse, t));
+      const BwdResult bref = reference_backward(c, in.q, in.k, in.v, in.dout);
+      const BwdResult bnaive = naive_backward(c, in.q, in.k, in.v, in.dout, t);
+      EXPECT_TRUE(within_2x_naive("dQ", dq.values(), bref.dq, bnaive.dq, t));
+      EXPECT_TRUE(within_2x_naive("dK", dk.values(), bref.dk, bnaive.dk, t));
+      EXPECT_TRUE(within_2x_naive("dV", dv.values(), bref.dv, bnaive.dv, t));
+    }
+  }
+}
+
 TEST(CudaApi, HeadDimOutsideTheServedRangeIsUnsupported) {
   RINGATTN_REQUIRE_GPU();
   const int64_t b = 1, s = 16, h = 1, d = 36;  // not a multiple of 8

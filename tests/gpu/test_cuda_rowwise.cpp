@@ -31,13 +31,15 @@ std::vector<float> random_floats(size_t n, uint64_t seed) {
   return std::vector<float>(v.begin(), v.end());
 }
 
-TEST(CudaRowwise, MergeMatchesLogAddExpRuleAndIsMinusInfSafe) {
-  RINGATTN_REQUIRE_GPU();
+// The merge of a partial (o2 in float32, or 16-bit as cuDNN returns it) into float32 (o1).
+void check_merge(DType o2_type) {
   const int64_t b = 2, s = 37, h = 3, d = 72;
   const uint64_t seed = fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  std::vector<float> o1 = random_floats(b * s * h * d, seed),
-                     o2 = random_floats(b * s * h * d, seed + 1);
+  SCOPED_TRACE("seed " + std::to_string(seed) + ", partial in " + dtype_name(o2_type));
+  std::vector<float> o1 = random_floats(b * s * h * d, seed), o2;
+  for (double x : random_values(b * s * h * d, seed + 1, o2_type)) {
+    o2.push_back(static_cast<float>(x));  // representable in o2_type
+  }
   std::vector<float> l1 = random_floats(b * h * s, seed + 2),
                      l2 = random_floats(b * h * s, seed + 3);
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -54,8 +56,12 @@ TEST(CudaRowwise, MergeMatchesLogAddExpRuleAndIsMinusInfSafe) {
         o2[((bb * s + 1) * h + hh) * d + x] = std::numeric_limits<float>::quiet_NaN();
       }
   DevFloats do1(o1), do2(o2), dl1(l1), dl2(l2);
+  HostTensor o2_host(o2_type, b, s, h, d);
+  o2_host.fill(std::vector<double>(o2.begin(), o2.end()));
+  DeviceMirror o2_dev(o2_host.data(), host_tensor_bytes(o2_type, b, s, h, d, 0));
   const TensorRef r1{do1.mirror.get(), kF32, s * h * d, h * d, d};
-  const TensorRef r2{do2.mirror.get(), kF32, s * h * d, h * d, d};
+  const TensorRef r2{o2_type == kF32 ? do2.mirror.get() : o2_dev.get(), o2_type, s * h * d, h * d,
+                     d};
   const RowStatRef s1{static_cast<float*>(dl1.mirror.get()), h * s, s};
   const RowStatRef s2{static_cast<float*>(dl2.mirror.get()), h * s, s};
   ASSERT_TRUE(cuda_ok(cuda::merge_partial(b, s, h, d, r1, s1, r2, s2, nullptr), "merge_partial"));
@@ -83,6 +89,13 @@ TEST(CudaRowwise, MergeMatchesLogAddExpRuleAndIsMinusInfSafe) {
         }
       }
   EXPECT_LT(max_err, 1e-5);
+}
+
+TEST(CudaRowwise, MergeMatchesLogAddExpRuleAndIsMinusInfSafe) {
+  RINGATTN_REQUIRE_GPU();
+  check_merge(kF32);
+  check_merge(kBF16);
+  check_merge(kF16);
 }
 
 TEST(CudaRowwise, DeltaConvertAndFillMatchHostArithmetic) {
