@@ -79,8 +79,9 @@ struct Params {
 };
 
 Params make_params(bool causal, int64_t window_left, int64_t window_right, double scale, int scheme,
-                   const std::optional<std::vector<int64_t>>& cu_seqlens) {
+                   const std::optional<std::vector<int64_t>>& cu_seqlens, int local_kernel = 0) {
   Params out;
+  out.p.local_kernel = static_cast<ringattn_local_kernel_t>(local_kernel);
   out.p.causal = causal ? 1 : 0;
   out.p.window_left = window_left;
   out.p.window_right = window_right;
@@ -414,13 +415,13 @@ PYBIND11_MODULE(_core, m) {
           "forward",
           [](const Context& c, py::tuple q, py::tuple k, py::tuple v, py::tuple o, py::object lse,
              bool causal, int64_t wl, int64_t wr, double scale, int scheme,
-             std::optional<std::vector<int64_t>> cu, uintptr_t stream) {
+             std::optional<std::vector<int64_t>> cu, uintptr_t stream, int local_kernel) {
             auto tq = to_desc(q, "q"), tk = to_desc(k, "k"), tv = to_desc(v, "v");
             auto to = to_desc(o, "o");
             ringattn_tensor_t tl{};
             const bool has_lse = !lse.is_none();
             if (has_lse) tl = to_desc(lse, "lse");
-            const Params p = make_params(causal, wl, wr, scale, scheme, cu);
+            const Params p = make_params(causal, wl, wr, scale, scheme, cu, local_kernel);
             ringattn_context_t ctx = c.get();
             ringattn_status_t st;
             {
@@ -432,17 +433,17 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("q"), py::arg("k"), py::arg("v"), py::arg("o"), py::arg("lse"), py::arg("causal"),
           py::arg("window_left"), py::arg("window_right"), py::arg("softmax_scale"),
-          py::arg("scheme"), py::arg("cu_seqlens"), py::arg("stream"))
+          py::arg("scheme"), py::arg("cu_seqlens"), py::arg("stream"), py::arg("local_kernel") = 0)
       .def(
           "backward",
           [](const Context& c, py::tuple q, py::tuple k, py::tuple v, py::tuple o, py::tuple lse,
              py::tuple dout, py::tuple dq, py::tuple dk, py::tuple dv, bool causal, int64_t wl,
              int64_t wr, double scale, int scheme, std::optional<std::vector<int64_t>> cu,
-             uintptr_t stream) {
+             uintptr_t stream, int local_kernel) {
             auto tq = to_desc(q, "q"), tk = to_desc(k, "k"), tv = to_desc(v, "v");
             auto to = to_desc(o, "o"), tl = to_desc(lse, "lse"), tdo = to_desc(dout, "dout");
             auto tdq = to_desc(dq, "dq"), tdk = to_desc(dk, "dk"), tdv = to_desc(dv, "dv");
-            const Params p = make_params(causal, wl, wr, scale, scheme, cu);
+            const Params p = make_params(causal, wl, wr, scale, scheme, cu, local_kernel);
             ringattn_context_t ctx = c.get();
             ringattn_status_t st;
             {
@@ -455,14 +456,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("q"), py::arg("k"), py::arg("v"), py::arg("o"), py::arg("lse"), py::arg("dout"),
           py::arg("dq"), py::arg("dk"), py::arg("dv"), py::arg("causal"), py::arg("window_left"),
           py::arg("window_right"), py::arg("softmax_scale"), py::arg("scheme"),
-          py::arg("cu_seqlens"), py::arg("stream"))
+          py::arg("cu_seqlens"), py::arg("stream"), py::arg("local_kernel") = 0)
       .def(
           "plan",
           [](std::shared_ptr<Context> c, py::tuple q, py::tuple k, py::tuple v, bool causal,
              int64_t wl, int64_t wr, double scale, int scheme,
-             std::optional<std::vector<int64_t>> cu) {
+             std::optional<std::vector<int64_t>> cu, int local_kernel) {
             auto tq = to_desc(q, "q"), tk = to_desc(k, "k"), tv = to_desc(v, "v");
-            Params p = make_params(causal, wl, wr, scale, scheme, cu);
+            Params p = make_params(causal, wl, wr, scale, scheme, cu, local_kernel);
             ringattn_context_t ctx = c->get();
             ringattn_ring_plan_t plan = nullptr;
             ringattn_status_t st;
@@ -475,7 +476,7 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("q"), py::arg("k"), py::arg("v"), py::arg("causal"), py::arg("window_left"),
           py::arg("window_right"), py::arg("softmax_scale"), py::arg("scheme"),
-          py::arg("cu_seqlens"),
+          py::arg("cu_seqlens"), py::arg("local_kernel") = 0,
           "Collective: a plan for this problem (agreed once; runs do no agreement and use the "
           "plan's own workspace)");
 

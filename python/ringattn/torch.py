@@ -102,6 +102,15 @@ _GROUPS = {}              # id -> RingGroup, so that custom ops can name a group
 _GROUP_IDS = itertools.count()
 
 
+def _local_kernel(name):
+    """ringattn_local_kernel_t of a local-kernel name."""
+    kernels = {"own": 0, "cudnn": 1}
+    if name not in kernels:
+        raise make_error("RINGATTN_ERROR_INVALID_ARGUMENT",
+                         f"unknown local_kernel {name!r}; expected 'own' or 'cudnn'")
+    return kernels[name]
+
+
 def _placement(name):
     """ringattn_placement_t of a placement name."""
     places = {"ulysses": 0, "ring": 1, "auto": 2}
@@ -124,7 +133,8 @@ class RingGroup:
     """
 
     def __init__(self, rank, world, make_context, use_plans=False, max_plans=8, comm=None,
-                 process_group=None):
+                 process_group=None, local_kernel="own"):
+        self.local_kernel = _local_kernel(local_kernel)
         self.rank = int(rank)
         self.world = int(world)
         self.comm = comm
@@ -140,7 +150,7 @@ class RingGroup:
     # -- constructors --
     @classmethod
     def from_mpi(cls, comm, timeout_ms=0, chunks=0, transport="mpi", use_plans=False,
-                 max_plans=8, ulysses_degree=1, placement="ulysses"):
+                 max_plans=8, ulysses_degree=1, placement="ulysses", local_kernel="own"):
         """A group over an mpi4py communicator (collective). CPU tensors use the MPI transport;
         CUDA tensors use MPI with pinned-host staging (transport="mpi") or an NCCL communicator
         bootstrapped over MPI (transport="nccl").
@@ -148,7 +158,11 @@ class RingGroup:
         ``ulysses_degree`` U > 1 runs the hybrid layout (docs/ring.md, "Ulysses and hybrid"):
         U ranks exchange heads by all-to-all, rings of world / U ranks between them;
         ``placement`` ("ulysses", "ring" or "auto") says which ranks form the all-to-all groups.
-        The tensors' sharding does not change with U."""
+        The tensors' sharding does not change with U.
+
+        ``local_kernel="cudnn"`` computes each rank's blocks with cuDNN's fused attention where it
+        can (CUDA tensors in float16/bfloat16, a library built with cuDNN; docs/cuda.md, "The
+        cuDNN path"), ringattn's kernels elsewhere; "own" (the default) keeps ringattn's."""
         if transport not in ("mpi", "nccl"):
             raise make_error("RINGATTN_ERROR_INVALID_ARGUMENT",
                              f"unknown transport {transport!r}; expected 'mpi' or 'nccl'")
@@ -161,11 +175,12 @@ class RingGroup:
                 nccl=(transport == "nccl" and backend == _core.BACKEND_CUDA),
                 ulysses_degree=ulysses_degree, placement=place)
 
-        return cls(comm.Get_rank(), comm.Get_size(), make, use_plans, max_plans, comm=comm)
+        return cls(comm.Get_rank(), comm.Get_size(), make, use_plans, max_plans, comm=comm,
+                   local_kernel=local_kernel)
 
     @classmethod
     def from_torch(cls, process_group=None, timeout_ms=0, chunks=0, use_plans=False,
-                   max_plans=8, ulysses_degree=1, placement="ulysses"):
+                   max_plans=8, ulysses_degree=1, placement="ulysses", local_kernel="own"):
         """A group over a torch.distributed process group (default: the world), for CUDA
         tensors: the library's NCCL transport, its communicator bootstrapped over the group.
 
@@ -198,7 +213,8 @@ class RingGroup:
                                                      ulysses_degree=ulysses_degree,
                                                      placement=place)
 
-        return cls(rank, world, make, use_plans, max_plans, process_group=process_group)
+        return cls(rank, world, make, use_plans, max_plans, process_group=process_group,
+                   local_kernel=local_kernel)
 
     # -- lifetime --
     def close(self):
@@ -236,7 +252,7 @@ class RingGroup:
                + (None if cu is None else tuple(cu),))
         plan = self._plans.get(key)
         if plan is None:
-            plan = ctx.plan(_desc(q), _desc(k), _desc(v), *prm)
+            plan = ctx.plan(_desc(q), _desc(k), _desc(v), *prm, local_kernel=self.local_kernel)
             self._plans[key] = plan
             while len(self._plans) > self.max_plans:
                 self._plans.popitem(last=False)[1].close()
@@ -251,7 +267,8 @@ class RingGroup:
                 self._plan(ctx, q, k, v, prm).forward(_desc(q), _desc(k), _desc(v), _desc(o),
                                                       _desc(lse), _stream(q))
             else:
-                ctx.forward(_desc(q), _desc(k), _desc(v), _desc(o), _desc(lse), *prm, _stream(q))
+                ctx.forward(_desc(q), _desc(k), _desc(v), _desc(o), _desc(lse), *prm, _stream(q),
+                            local_kernel=self.local_kernel)
 
     def _backward(self, q, k, v, o, lse, do, dq, dk, dv, prm):
         with _device_of(q):
@@ -262,7 +279,8 @@ class RingGroup:
                     _desc(dk), _desc(dv), _stream(q))
             else:
                 ctx.backward(_desc(q), _desc(k), _desc(v), _desc(o), _desc(lse), _desc(do),
-                             _desc(dq), _desc(dk), _desc(dv), *prm, _stream(q))
+                             _desc(dq), _desc(dk), _desc(dv), *prm, _stream(q),
+                             local_kernel=self.local_kernel)
 
     def _fail_everywhere(self, device, message):
         """Raises `message` here after making the ranks' agreement fail on every rank: a call

@@ -145,6 +145,24 @@ def test_dtype_refused_on_one_rank_raises_on_every_rank(group):
     ra.ring_attention(q, k, v, group)
 
 
+def test_cudnn_local_kernel_on_cpu_tensors_raises_on_every_rank(comm):
+    # cuDNN computes on CUDA tensors only: refused on every rank before anything runs; an
+    # unknown name is refused when the group is made.
+    with pytest.raises(ringattn.RingAttnError) as info:
+        ra.RingGroup.from_mpi(comm, local_kernel="flash")
+    assert info.value.status == "RINGATTN_ERROR_INVALID_ARGUMENT"
+    g = ra.RingGroup.from_mpi(comm, timeout_ms=60000, local_kernel="cudnn")
+    try:
+        n = ringattn.shard_length(16, g.world, g.rank, "zigzag")
+        q, k, v = (torch.randn(1, n, 2, 32, dtype=torch.bfloat16) for _ in range(3))
+        with pytest.raises(ringattn.RingAttnError) as info:
+            ra.ring_attention(q, k, v, g)
+        assert info.value.status == "RINGATTN_ERROR_UNSUPPORTED"
+        assert "local_kernel" in info.value.message
+    finally:
+        g.close()
+
+
 def test_plan_mismatch_at_creation_raises_on_every_rank(plan_group):
     n = ringattn.shard_length(20, plan_group.world, plan_group.rank, "striped")
     # Rank 0 has 4 query heads, the others 2 (valid locally, a mismatch between ranks); alone,
