@@ -121,8 +121,10 @@ std::vector<SubBlock>& blocks_buffer() {
 }  // namespace
 
 Status cudnn_path_available() {
-  std::string why;
-  if (cudnn::available(&why)) return RINGATTN_SUCCESS;
+  // Asked by every call's validation: cuDNN's presence does not change within a process.
+  static std::string why;
+  static const bool ok = cudnn::available(&why);
+  if (ok) return RINGATTN_SUCCESS;
   return set_errorf(RINGATTN_ERROR_UNSUPPORTED,
                     "'params'.local_kernel RINGATTN_LOCAL_KERNEL_CUDNN: cuDNN cannot run here: %s",
                     why.c_str());
