@@ -129,7 +129,12 @@ void attention_backward(const BwdParams& p) {
   float** const dq_bufs =
       thread_scratch(kSlotThreadPtrs).get<float*>(static_cast<size_t>(nthreads));
   for (int t = 0; t < nthreads; ++t) dq_bufs[t] = nullptr;
-  reserve_thread_scratch({{kSlotTileE, sizeof(float) * group * sq * d},
+  // Each thread's dQ buffer, then a flag per query tile: has this thread written the tile yet?
+  // A tile's first product overwrites it and only written tiles are summed, so that a call
+  // touching few query tiles (a ring chunk under a causal mask) neither clears nor sums the
+  // others.
+  const int64_t dq_floats = up16(group * sq * d), flag_floats = up16((group * nqt + 3) / 4);
+  reserve_thread_scratch({{kSlotTileE, sizeof(float) * (dq_floats + flag_floats)},
                           {kSlotTileA, sizeof(float) * 2 * kBlockK * kBlockQ},
                           {kSlotTileB, sizeof(float) * kBlockQ * kBlockK},
                           {kSlotTileC, sizeof(float) * 2 * kBlockK * d},
@@ -144,9 +149,11 @@ void attention_backward(const BwdParams& p) {
       {
         const int tid = omp_get_thread_num();
         const int nt = omp_get_num_threads();
-        float* dq_mine = thread_scratch(kSlotTileE).get<float>(static_cast<size_t>(group * sq * d));
+        float* dq_mine =
+            thread_scratch(kSlotTileE).get<float>(static_cast<size_t>(dq_floats + flag_floats));
         dq_bufs[static_cast<size_t>(tid)] = dq_mine;
-        for (int64_t i = 0; i < group * sq * d; ++i) dq_mine[i] = 0.0f;
+        uint8_t* const written = reinterpret_cast<uint8_t*>(dq_mine + dq_floats);
+        for (int64_t i = 0; i < group * nqt; ++i) written[i] = 0;
 
         // ---- pack: Q, dO rows and their transposed tiles; LSE, Delta (unless prepared) ----
         if (prepared == nullptr) {
@@ -218,7 +225,9 @@ void attention_backward(const BwdParams& p) {
               gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, true);
               gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, true);
               transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
-              gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d, true);
+              gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d,
+                      written[tile] != 0);
+              written[tile] = 1;
             }
           }
           for (int64_t j = 0; j < cols; ++j) {
@@ -233,12 +242,17 @@ void attention_backward(const BwdParams& p) {
         float* row = thread_scratch(kSlotTileD).get<float>(static_cast<size_t>(d));
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < group * sq; ++r) {
-          const int64_t g = r / sq, i = r % sq;
+          const int64_t g = r / sq, i = r % sq, tile = g * nqt + i / kBlockQ;
           for (int64_t x = 0; x < d; ++x) row[x] = 0.0f;
+          bool any = false;
           for (int t = 0; t < nt; ++t) {
-            const float* src = dq_bufs[static_cast<size_t>(t)] + r * d;
+            const float* src = dq_bufs[static_cast<size_t>(t)];
+            if (reinterpret_cast<const uint8_t*>(src + dq_floats)[tile] == 0) continue;
+            any = true;
+            src += r * d;
             for (int64_t x = 0; x < d; ++x) row[x] += src[x];
           }
+          if (!any && p.accumulate) continue;  // nothing to add
           store_row(p.dq.dtype, row, d, scale, tensor_row(p.dq, b, i, hk * group + g),
                     p.accumulate);
         }
