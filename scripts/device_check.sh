@@ -240,18 +240,6 @@ else
   sed -n '/^dtype  D/,$p' "$OUT/cudnn_bench_rows.log"
   [[ ${RESULT[cudnn_bench_sdpa]} -ne 0 ]] && tail -8 "$OUT/cudnn_bench_rows.log"
   if [[ "${MPI_ARGS[0]}" == *ON ]]; then
-    # The ring's cases through the cuDNN path (16-bit; every scheme, mask, packed layout), ranks
-    # sharing the GPU over the staged MPI transport.
-    RT=$(find_exe test_dist_ring_cuda)
-    for NP in 1 2 4; do
-      ts=$(date +%s)
-      echo "--- np $NP" >>"$OUT/cudnn_ring_tests.log"
-      RINGATTN_TIMEOUT_MS=20000 OMP_NUM_THREADS=$((16 / NP)) run_for 120 mpirun -np $NP "$RT" \
-        --gtest_brief=1 --gtest_filter='Cudnn/*:RingCudaCudnn.*' >>"$OUT/cudnn_ring_tests.log" 2>&1
-      RESULT[cudnn_ring_np$NP]=$?
-      echo "ring through cuDNN, np $NP: exit ${RESULT[cudnn_ring_np$NP]} in $(($(date +%s) - ts))s"
-    done
-    grep -aE "^\[  FAILED  \]|Failure|tests? ran|PASSED" "$OUT/cudnn_ring_tests.log" | head -20
     # Error against float64 (every row checked): P = 8 within 1.5x of P = 1, both kernels.
     RB=$(find_exe ringattn_bench)
     ERR_ARGS=(-b 2048 -e 2048 -B 1 -H 4 -d 128 --dtype bf16 --causal --scheme zigzag --mode both
@@ -311,6 +299,19 @@ for lk in ("own", "cudnn"):
 json.dump(summary, open(os.path.join(out, "cudnn_summary.json"), "w"), indent=2)
 PY
     (cd "$OUT" && ls cudnn_e*.json >/dev/null 2>&1 && tar -rf results.tar cudnn_e*.json && rm -f cudnn_e*.json)
+    # Last (each new shape builds a cuDNN graph, so these take longest): the ring's cases
+    # through the cuDNN path (16-bit; every scheme, mask, packed layout), ranks sharing the GPU
+    # over the staged MPI transport.
+    RT=$(find_exe test_dist_ring_cuda)
+    for NP in 1 2 4; do
+      ts=$(date +%s)
+      echo "--- np $NP" >>"$OUT/cudnn_ring_tests.log"
+      RINGATTN_TIMEOUT_MS=20000 OMP_NUM_THREADS=$((16 / NP)) run_for 120 mpirun -np $NP "$RT" \
+        --gtest_brief=1 --gtest_filter='Cudnn/*:RingCudaCudnn.*' >>"$OUT/cudnn_ring_tests.log" 2>&1
+      RESULT[cudnn_ring_np$NP]=$?
+      echo "ring through cuDNN, np $NP: exit ${RESULT[cudnn_ring_np$NP]} in $(($(date +%s) - ts))s"
+    done
+    grep -aE "^\[  FAILED  \]|Failure|tests? ran|PASSED" "$OUT/cudnn_ring_tests.log" | head -20
   fi
 fi
 stash cudnn_tests.log cudnn_bench_sdpa.json cudnn_bench_rows.log cudnn_ring_tests.log \
