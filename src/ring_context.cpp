@@ -473,8 +473,6 @@ Status RingContext::one_shot_plan(RingOp op, Status local_status, const std::str
     build_state(shape, opts, global_seq, &own_);
     plan_key_ = agreed_;
     plan_valid_ = true;
-  } else {
-    own_.opts.local_kernel = opts.local_kernel;  // not part of the agreed problem: rank-local
     ws_agreed_[kOpForward] = ws_agreed_[kOpBackward] = false;
     // Inside a capture the kernels upload the maps themselves (into the graph's memory); a
     // failed upload leaves them to do so too.
@@ -482,6 +480,7 @@ Status RingContext::one_shot_plan(RingOp op, Status local_status, const std::str
       clear_error();
     }
   }
+  own_.opts.local_kernel = opts.local_kernel;  // not part of the agreed problem: rank-local
   const size_t bytes = run_bytes(own_, op, has_lse);
   return workspace_for(op, bytes, stream);
 }
