@@ -25,6 +25,10 @@ How a call is modelled:
     (every query after every key), hidden (skipped, no compute), or a diagonal block (the
     kernel's partially masked tiles; cost measured by the causal kernel bench). A step whose pairs
     are all hidden is skipped, but its data still travels (docs/ring.md, "What runs").
+  - Kernel time of a step: by default the visible FLOPs of its pairs at the pair's throughput;
+    with `Machine.tiles` (the CPU kernels) call by call (chunks) and tile by tile, partial
+    (masked) tiles computed whole at a penalty derived from the causal kernel bench
+    (`step_kernel_seconds`; docs/scaling.md, "Tile accounting").
   - Time of a step on a rank: kernel time of its pairs x `ring_factor`, plus, on links that
     consume the rank's own core (shared memory on a CPU: MPI copies inside its calls), the copy.
   - The ring's dependencies, simulated per rank: the exchange for step i+1 is posted when step i
@@ -175,6 +179,13 @@ class Machine:
     # (P concurrent copies of the kernel bench).
     msg_overhead_shared: Optional[Dict[int, float]] = None
     share_efficiency: Optional[Dict[int, float]] = None
+    # Tile accounting (step_kernel_seconds): per pass the kernel's (query rows, key rows) per
+    # tile; None: the block model (visible FLOPs of each run pair at the pair's throughput).
+    tiles: Optional[Dict[str, Tuple[int, int]]] = None
+
+
+# The CPU kernels' tiles (kernels/cpu/attention_forward.cpp, attention_backward.cpp: kBlockQ, kBlockK)
+CPU_TILES = {"fwd": (128, 64), "bwd": (64, 128)}
 
 
 @dataclass
@@ -345,6 +356,146 @@ def kernel_seconds(m: Machine, p: Problem, pas: str, blocks) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# Tile accounting (Machine.tiles; the CPU kernels): what a kernel call computes is its tiles
+# ---------------------------------------------------------------------------------------------
+# A kernel call tiles its query rows and key rows in local order (kernels/cpu: forward tiles of
+# 128 query x 64 key rows, backward 64 x 128) and classifies every tile from the positions' range
+# (kernels/common/mask.h, classify_tile: hidden if the smallest key position is after the
+# largest query position, full if the largest key position is at most the smallest query
+# position, else partial). Hidden tiles are skipped, full tiles run without mask arithmetic,
+# partial tiles are computed whole and masked element by element. So a tile that straddles two
+# runs of a zigzag shard (blocks smaller than a tile: the tiny shards) costs its whole area even
+# where half of it is hidden, which the block model above (visible FLOPs only) does not see.
+# The ring calls the kernel per chunk: the forward per chunk of the local query rows (all keys
+# of the step's block), the backward per chunk of the block's key rows (all local query rows)
+# (docs/ring.md, "What runs"; src/ring_forward.cpp, src/ring_backward.cpp); chunks split rows
+# as split_size / split_offset do (kernels/common/positions.h).
+
+def split_rows(n: int, parts: int) -> List[Tuple[int, int]]:
+    """[(offset, size)] of n rows in `parts` nearly equal parts (positions.h's split rule)."""
+    q, r = divmod(n, parts)
+    return [(i * q + min(i, r), q + (1 if i < r else 0)) for i in range(parts)]
+
+
+def runs_rows(runs: List[Run]) -> int:
+    return sum(c for _, c, _ in runs)
+
+
+def rows_range(runs: List[Run], lo: int, hi: int) -> Optional[Tuple[int, int]]:
+    """(smallest, largest) global position of local rows [lo, hi) of the concatenated runs."""
+    mn, mx, base = None, None, 0
+    for s0, c, st in runs:
+        a, b = max(lo, base), min(hi, base + c)
+        if a < b:
+            p0, p1 = s0 + (a - base) * st, s0 + (b - 1 - base) * st
+            lo_p, hi_p = min(p0, p1), max(p0, p1)
+            mn = lo_p if mn is None else min(mn, lo_p)
+            mx = hi_p if mx is None else max(mx, hi_p)
+        base += c
+        if base >= hi:
+            break
+    return None if mn is None else (mn, mx)
+
+
+def call_tile_areas(q_runs: List[Run], q_lo: int, q_hi: int, k_runs: List[Run], k_lo: int, k_hi: int,
+                    tq: int, tk: int, causal: bool) -> Tuple[float, float]:
+    """(area of full tiles, area of partial tiles) of one kernel call on query rows
+    [q_lo, q_hi) and key rows [k_lo, k_hi) (local order), tiled from the call's first rows."""
+    qt = [(a, min(a + tq, q_hi)) for a in range(q_lo, q_hi, tq)]
+    kt = [(a, min(a + tk, k_hi)) for a in range(k_lo, k_hi, tk)]
+    if not causal:
+        return float((q_hi - q_lo) * (k_hi - k_lo)), 0.0
+    kr = [rows_range(k_runs, a, b) for a, b in kt]
+    full = part = 0.0
+    for a, b in qt:
+        qr = rows_range(q_runs, a, b)
+        if qr is None:
+            continue
+        for (c, d), k in zip(kt, kr):
+            if k is None or k[0] > qr[1]:
+                continue  # hidden
+            if k[1] <= qr[0]:
+                full += (b - a) * (d - c)
+            else:
+                part += (b - a) * (d - c)
+    return full, part
+
+
+def bench_tile_areas(m: Machine, pas: str, S: int, causal: bool) -> Tuple[float, float]:
+    """The tiles of the kernel bench's one call at S (positions 0..S-1 on both sides)."""
+    tq, tk = m.tiles[pas]
+    r = [(0, S, 1)]
+    return call_tile_areas(r, 0, S, r, 0, S, tq, tk, causal)
+
+
+def partial_tile_penalty(m: Machine, dtype: str, d: int, pas: str, size: float) -> float:
+    """Time of a partial (masked) tile over a full tile of the same area, from the kernel table:
+    at each measured causal size S, the causal bench's time = (full-tile area + k x partial-tile
+    area) x the full bench's time per unit area at S, solved for k; interpolated in log S,
+    clamped at the ends (and to [0.5, 4])."""
+    key = (id(m.kernels), tuple(sorted(m.tiles.items())), dtype, int(d), pas)
+    cache = m.__dict__.setdefault("_penalty_cache", {})
+    if key not in cache:
+        diag = m.kernels.points.get((dtype, int(d), pas, "diag"))
+        if diag is None:
+            ds = [k[1] for k in m.kernels.points if k[0] == dtype and k[2] == pas and k[3] == "diag"]
+            if not ds:
+                raise KeyError(f"no causal kernel throughput for {dtype} {pas}")
+            d2 = min(ds, key=lambda x: abs(x - d))
+            diag = m.kernels.points[(dtype, d2, pas, "diag")]
+        pts = []
+        for S, f_diag in diag:
+            S = int(round(S))
+            f_full = m.kernels.flops(dtype, d, pas, "full", S)
+            a_full, a_part = bench_tile_areas(m, pas, S, True)
+            if a_part <= 0:
+                continue
+            # causal time / full time per unit area = (S^2 / 2) / f_diag * f_full
+            k = ((S * S / 2.0) * f_full / f_diag - a_full) / a_part
+            pts.append((float(S), min(4.0, max(0.5, k))))
+        cache[key] = pts or [(1.0, 1.0)]
+    return KernelTable._interp(cache[key], size)
+
+
+def tile_call_seconds(m: Machine, p: Problem, pas: str, q_runs, q_lo, q_hi, k_runs, k_lo, k_hi) -> float:
+    if q_hi <= q_lo or k_hi <= k_lo:
+        return 0.0
+    tq, tk = m.tiles[pas]
+    causal = p.mask == "causal"
+    a_full, a_part = call_tile_areas(q_runs, q_lo, q_hi, k_runs, k_lo, k_hi, tq, tk, causal)
+    if a_full + a_part <= 0:
+        return 0.0
+    H = p.Hq // p.U
+    c = 4.0 * p.B * H * p.D * (2.5 if pas == "bwd" else 1.0)
+    size = math.sqrt((q_hi - q_lo) * (k_hi - k_lo))
+    f = m.kernels.flops(p.dtype, p.D, pas, "full", size)
+    k = partial_tile_penalty(m, p.dtype, p.D, pas, size) if a_part > 0 else 1.0
+    return c * (a_full + k * a_part) / f
+
+
+def _runs_of(p: Problem, r: int) -> List[Run]:
+    return rank_runs(p.scheme, p.S, p.P, r) if p.U == 1 else group_runs(p.scheme, p.S, p.P, p.U, r)
+
+
+def step_kernel_seconds(m: Machine, p: Problem, pas: str, r: int, s: int) -> float:
+    """Kernel time of ring rank r's step against the keys of ring rank s: with Machine.tiles,
+    call by call (chunks) and tile by tile; else the block model (kernel_seconds)."""
+    if not m.tiles:
+        return kernel_seconds(m, p, pas, step_blocks(p, r, s))
+    qr, kr = _runs_of(p, r), _runs_of(p, s)
+    nq, nk = runs_rows(qr), runs_rows(kr)
+    C = max(1, p.chunks)
+    t = 0.0
+    if pas == "fwd":
+        for off, n in split_rows(nq, C):
+            t += tile_call_seconds(m, p, pas, qr, off, off + n, kr, 0, nk)
+    else:
+        for off, n in split_rows(nk, C):
+            t += tile_call_seconds(m, p, pas, qr, 0, nq, kr, off, off + n)
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
 # Bytes
 # ---------------------------------------------------------------------------------------------
 def kv_block_bytes(p: Problem) -> float:
@@ -464,7 +615,7 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
         for r in range(R):
             blocks = step_blocks(p, r, (r - i) % R)
             if blocks:
-                comp[i][r] = kernel_seconds(m, p, pas, blocks) * factor + C * m.kernel_call_s
+                comp[i][r] = step_kernel_seconds(m, p, pas, r, (r - i) % R) * factor + C * m.kernel_call_s
                 calls[i][r] = C
     # Receiving a block costs the receiver's core on CPU links, or its time on links that move
     # data only inside MPI calls (steps 1..R-1 receive); `xfer` keeps the latter apart (it is
@@ -572,7 +723,7 @@ def _class_costs(m: Machine, p: Problem, pas: str, factor: float) -> Tuple[float
 
     def cost(r, s):
         b = step_blocks(p, r, s)
-        return kernel_seconds(m, p, pas, b) * factor + C * m.kernel_call_s if b else 0.0
+        return step_kernel_seconds(m, p, pas, r, s) * factor + C * m.kernel_call_s if b else 0.0
 
     if R == 1:
         return 0.0, cost(0, 0), 0.0
@@ -625,8 +776,8 @@ class Prediction:
 
 def single_seconds(m: Machine, p: Problem, pas: str) -> float:
     """One device, the whole sequence, one kernel call (the --single baseline's kernels)."""
-    q = replace(p, P=1, U=1, scheme="contiguous")
-    return kernel_seconds(m, q, pas, step_blocks(q, 0, 0))
+    q = replace(p, P=1, U=1, scheme="contiguous", chunks=1)
+    return step_kernel_seconds(m, q, pas, 0, 0)
 
 
 def predict(m: Machine, p: Problem) -> Prediction:

@@ -77,6 +77,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run at most")
     ap.add_argument("--tcp-overlap", dest="tcp_overlaps_off", action="store_false",
                     help="model transfers over TCP (emulated hosts) as overlapping compute (the model's first version)")
+    ap.add_argument("--block-model", action="store_true",
+                    help="model kernel time by the visible FLOPs of each block (the model before tile accounting)")
     ap.add_argument("--pingpong-worker", metavar="JSON", help=argparse.SUPPRESS)
     ap.add_argument("--pingpong-sizes", default="", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -162,15 +164,24 @@ CALIB_MAX_ITERS = 2000
 CALIB_LAUNCHES = 3
 CALIB_SHORT_S = 0.5     # launches of calibration runs timing less than this are repeated
 POINT_MAX_ITERS = 200
-POINT_SHORT_ITER_S = 0.01  # points whose iteration lasts less (by iter_seconds) are launched 5 times
-POINT_LAUNCHES = 5
-KERNEL_SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]  # + 4096 without --quick
+POINT_SHORT_ITER_S = 0.01  # points whose iteration lasts less (by iter_seconds) are launched 9 times
+POINT_LAUNCHES = 9
+# The message-cost rings (two ranks, and P ranks on shared cores): the median of MSG_LAUNCHES
+# launches, each timed for MSG_TIMED_S (one launch of 4 ranks on 2 cores varied by up to 40 %).
+MSG_LAUNCHES = 7
+MSG_TIMED_S = 0.3
+# Powers of 2 (the validation points' kernel calls: a chunk of S / (4R) rows against S / R keys
+# has the size sqrt(rows x cols) = S / (2R)) and 3 x 2^k up to 96 (the calls of the one-rank
+# calibration rings at 24 ... 192 rows: their size is rows / 2), so that the one-rank rings'
+# factor compares the ring with the kernel bench at the sizes it calls, not interpolated ones.
+KERNEL_SIZES = [8, 12, 16, 24, 32, 48, 64, 96, 128, 256, 512, 1024, 2048]  # + 4096 without --quick
 
 
 def ringp_calib_S(P: int) -> int:
-    """S of the P-rank message calibration ring: half-chunks of 8 rows (zigzag), the smallest
-    block of the kernel table, so the ring's compute is modelled from measured sizes."""
-    return 16 * P
+    """S of the message-cost rings of P ranks: 24 rows per rank, the smallest one-rank
+    calibration ring's shard (RING1_SIZES[0]), so their compute is modelled with a factor
+    measured at that very shard size and kernel sizes measured as such (12: calls of 6 x 24)."""
+    return RING1_SIZES[0] * P
 
 
 def kernel_iters(a, S: int, causal: bool) -> int:
@@ -211,7 +222,7 @@ def plan_runs(a) -> List[Run]:
     runs: List[Run] = []
     kb = os.path.join(a.build, "examples", "ringattn_kernel_bench")
     # down to the sub-blocks of the tiny-shard runs (S = 128 over 2 and 4 ranks: 32 and 16 rows)
-    # down to 8 rows: the half-chunks of the P-rank calibration rings (ringp_calib_S)
+    # down to 8 rows (the tiny P = 4 point's calls, 8 x 32 rows: size 16; the P-rank rings' 6 x 24: 12)
     ksizes = KERNEL_SIZES + ([] if q else [4096])
     for S in ksizes:
         for causal in (False, True):
@@ -248,25 +259,27 @@ def plan_runs(a) -> List[Run]:
     if a.cores >= 2:
         # the software cost of a ring message: a two-rank ring of almost no work
         for mode in ("fwd", "bwd"):
-            it = timed_iters(a, 64, 2, mode=mode, target_s=CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
-            runs.append(Run(f"ring2_S64_{mode}", "calib-ring",
-                            ["mpirun", "-np", "2", "--bind-to", "core"] + bench_cmd(a, 2, 64, mode=mode, iters=it,
+            S2 = ringp_calib_S(2)
+            it = timed_iters(a, S2, 2, mode=mode, target_s=MSG_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
+            runs.append(Run(f"ring2_S{S2}_{mode}", "calib-ring",
+                            ["mpirun", "-np", "2", "--bind-to", "core"] + bench_cmd(a, 2, S2, mode=mode, iters=it,
                                                                                     warmup=5),
-                            problem=pm.Problem(S=64, P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            launches=CALIB_LAUNCHES, est_s=CALIB_LAUNCHES * (0.8 + it * iter_seconds(a, 64, 2, mode=mode))))
+                            problem=pm.Problem(S=S2, P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
+                            launches=MSG_LAUNCHES,
+                            est_s=MSG_LAUNCHES * (0.8 + it * iter_seconds(a, S2, 2, mode=mode))))
     # More ranks than cores: the cost of a message when ranks time-share the cores (P-rank
     # rings of almost no work) and the CPU throughput of P busy processes on the cores (P
     # concurrent copies of the kernel bench against one alone).
     for P in oversubscribed_ranks(a):
         Sp = ringp_calib_S(P)
         for mode in ("fwd", "bwd"):
-            it = timed_iters(a, Sp, P, mode=mode, target_s=2 * CALIB_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
+            it = timed_iters(a, Sp, P, mode=mode, target_s=MSG_TIMED_S, lo=3, cap=CALIB_MAX_ITERS)
             runs.append(Run(f"ring{P}_S{Sp}_{mode}", "calib-ring",
                             ["mpirun", "-np", str(P), "--bind-to", "none"] + bench_cmd(a, P, Sp, mode=mode, iters=it,
                                                                                        warmup=5),
                             problem=pm.Problem(S=Sp, P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode),
-                            launches=CALIB_LAUNCHES,
-                            est_s=CALIB_LAUNCHES * (1.0 + 2 * it * iter_seconds(a, Sp, P, mode=mode))))
+                            launches=MSG_LAUNCHES,
+                            est_s=MSG_LAUNCHES * (1.0 + 2 * it * iter_seconds(a, Sp, P, mode=mode))))
         n_conc = 20 if P <= 4 else 10
         runs.append(Run(f"kernel_concurrent_P{P}_S{CONC_S}", "calib-share",
                         ["mpirun", "-np", str(P), "--bind-to", "none", kb, "-S", str(CONC_S), "-D", str(a.head_dim),
@@ -587,6 +600,16 @@ def pingpong_worker(out: str, sizes_arg: str) -> int:
 # ---------------------------------------------------------------------------------------------
 # Calibration -> model
 # ---------------------------------------------------------------------------------------------
+def calib_ring(by: Dict[str, dict], P: int, mode: str) -> Optional[dict]:
+    """The P-rank message-cost ring of a run (at ringp_calib_S(P); results made before
+    2026-12-05 01:00 UTC have it at S = 64 or 16 P)."""
+    for S in (ringp_calib_S(P), 16 * P, 64):
+        r = by.get(f"ring{P}_S{S}_{mode}")
+        if r and "result" in r:
+            return r
+    return None
+
+
 def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
     by = {r["name"]: r for r in recs}
     kt = pm.KernelTable()
@@ -612,7 +635,12 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
         intra = pm.Link(5e9, 2e-6, consumes_cpu=True)
         calib["links"]["local_note"] = "no ping-pong result: 5 GB/s, 2 us assumed"
     calib["links"]["local"] = {"bandwidth_MBps": intra.bandwidth / 1e6, "latency_us": intra.latency * 1e6}
-    m = pm.Machine(kernels=kt, intra=intra, cores=a.cores)
+    m = pm.Machine(kernels=kt, intra=intra, cores=a.cores, tiles=None if a.block_model else pm.CPU_TILES)
+    if m.tiles:
+        # a partial (masked) tile's time over a full tile's of the same area, by call size
+        calib["tiles"] = {"tiles": {k: list(v) for k, v in m.tiles.items()}, "partial_tile_penalty": {
+            pas: [{"S": int(S), "penalty": pm.partial_tile_penalty(m, a.dtype, a.head_dim, pas, S)}
+                  for S, _ in kt.points.get((a.dtype, a.head_dim, pas, "diag"), [])] for pas in ("fwd", "bwd")}}
     # ring machinery, per pass, from the one-rank rings at several shard sizes n: the ring's
     # compute (time x the bench's overlap share: the time inside its compute sections) over the
     # kernel bench's time for the same blocks is the factor at n; the rest of the call is the
@@ -626,7 +654,7 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
                 row = r["result"][0]
                 S = row["seq"]
                 prob = pm.Problem(S=S, P=1, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
-                k = pm.kernel_seconds(m, prob, mode, pm.step_blocks(prob, 0, 0))
+                k = pm.step_kernel_seconds(m, prob, mode, 0, 0)
                 t = row["time_ms"] / 1e3
                 share = min(1.0, max(0.0, row["overlap_pct"] / 100.0))
                 pts.append((S, k, t, t * share / k, t * (1.0 - share)))
@@ -656,10 +684,10 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
     # beyond the model without it, over the model's sensitivity to it
     meas, base, slope = 0.0, 0.0, 0.0
     for mode in ("fwd", "bwd"):
-        r = by.get(f"ring2_S64_{mode}")
+        r = calib_ring(by, 2, mode)
         if not r or "result" not in r:
             continue
-        prob = pm.Problem(S=64, P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
+        prob = pm.Problem(S=r["result"][0]["seq"], P=2, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
         m0 = pm.predict(m, prob).time_s
         m1 = pm.predict(pm_replace(m, msg_overhead_s=1e-3), prob).time_s
         meas += r["result"][0]["time_ms"] / 1e3
@@ -674,8 +702,7 @@ def build_machine(a, recs: List[dict]) -> (pm.Machine, dict):
     for P in oversubscribed_ranks(a):
         meas, base, slope = 0.0, 0.0, 0.0
         for mode in ("fwd", "bwd"):
-            # (results made before 2026-12-05 01:00 UTC have the P-rank rings at S = 64)
-            r = by.get(f"ring{P}_S{ringp_calib_S(P)}_{mode}") or by.get(f"ring{P}_S64_{mode}")
+            r = calib_ring(by, P, mode)
             if not r or "result" not in r:
                 continue
             prob = pm.Problem(S=r["result"][0]["seq"], P=P, Hq=a.heads, D=a.head_dim, dtype=a.dtype, mode=mode)
@@ -801,7 +828,8 @@ def analyse(a, recs: List[dict]) -> dict:
                       "both_extra_ms": base.both_extra_s * 1e3,
                       "call_fixed_fwd_ms": base.call_fixed_s * 1e3,
                       "call_fixed_bwd_ms": (base.call_fixed_bwd_s or 0) * 1e3,
-                      "cores": a.cores, "effective_cores": "min(P, cores)"},
+                      "cores": a.cores, "effective_cores": "min(P, cores)",
+                      "tiles": base.tiles, "kernel_time": "tiles" if base.tiles else "blocks"},
             "calibration": calib, "points": points, "errors": err,
             "model_validation": [{"case": p["case"], "category": p["category"],
                                   "predicted_ms": round(p["predicted_ms"], 3),

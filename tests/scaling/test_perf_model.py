@@ -3,6 +3,7 @@
 parsing and run plan of scripts/scaling.py. Runs no benchmark; standard library only."""
 import json
 import math
+import re
 import os
 import sys
 import unittest
@@ -258,6 +259,100 @@ class ClusterFileTest(unittest.TestCase):
         self.assertTrue(0 < r.efficiency <= 1.0)
 
 
+def table_with_diag(full, diag):
+    """A kernel table: per pass {size: GFLOP/s} for full and causal (diag) benches."""
+    t = pm.KernelTable()
+    for pas in ("fwd", "bwd"):
+        for S, g in full.items():
+            t.add("bf16", 64, pas, "full", S, g * GF)
+        for S, g in diag.items():
+            t.add("bf16", 64, pas, "diag", S, g * GF)
+    return t
+
+
+class TileTest(unittest.TestCase):
+    def test_split_rows_is_positions_h(self):
+        # split_size: n / parts, plus one for the first n % parts parts; offsets accordingly
+        self.assertEqual(pm.split_rows(10, 4), [(0, 3), (3, 3), (6, 2), (8, 2)])
+        self.assertEqual(pm.split_rows(64, 4), [(0, 16), (16, 16), (32, 16), (48, 16)])
+        self.assertEqual(pm.split_rows(2, 4), [(0, 1), (1, 1), (2, 0), (2, 0)])
+
+    def test_rows_range(self):
+        runs = [(0, 32, 1), (96, 32, 1)]  # zigzag rank 0 of S = 128, P = 2
+        self.assertEqual(pm.rows_range(runs, 0, 16), (0, 15))
+        self.assertEqual(pm.rows_range(runs, 16, 48), (16, 111))
+        self.assertEqual(pm.rows_range(runs, 64, 64), None)
+        self.assertEqual(pm.rows_range([(1, 4, 2)], 1, 3), (3, 5))  # striped
+
+    def test_tile_classification(self):
+        # the kernel bench's causal call at S = 256 with forward tiles of 128 x 64: query tile 0
+        # (0..127) sees key tiles 0, 1 partially (diagonal), 2, 3 hidden; query tile 1 sees 0, 1
+        # fully and 2, 3 partially
+        full, part = pm.call_tile_areas([(0, 256, 1)], 0, 256, [(0, 256, 1)], 0, 256, 128, 64, True)
+        self.assertEqual((full, part), (2 * 128 * 64, 4 * 128 * 64))
+        # a tile that straddles two runs is computed whole: zigzag rank 1 of S = 128 over P = 2
+        # (rows 32..63, 64..95) against rank 0's keys (0..31, 96..127) in one 64-key tile: every
+        # 16-row chunk sees half the keys, and the tile is partial, 16 x 64 each
+        q = pm.rank_runs("zigzag", 128, 2, 1)
+        k = pm.rank_runs("zigzag", 128, 2, 0)
+        self.assertEqual(pm.call_tile_areas(q, 0, 16, k, 0, 64, 128, 64, True), (0.0, 16 * 64))
+        # rank 0's later rows (96..127) see all of rank 1's keys: full; its early rows none: hidden
+        q0, k1 = pm.rank_runs("zigzag", 128, 2, 0), pm.rank_runs("zigzag", 128, 2, 1)
+        self.assertEqual(pm.call_tile_areas(q0, 48, 64, k1, 0, 64, 128, 64, True), (16 * 64, 0.0))
+        self.assertEqual(pm.call_tile_areas(q0, 0, 16, k1, 0, 64, 128, 64, True), (0.0, 0.0))
+        # no mask: every tile full
+        self.assertEqual(pm.call_tile_areas(q0, 0, 16, k1, 0, 64, 128, 64, False), (16 * 64, 0.0))
+
+    def test_penalty_reproduces_the_causal_bench(self):
+        # At a measured causal size the tile model of the bench's own call gives the bench's time
+        t = table_with_diag({16: 30, 64: 80, 256: 100, 1024: 110}, {16: 12, 64: 30, 256: 50, 1024: 80})
+        m = pm.Machine(kernels=t, intra=pm.Link(1e15), tiles=pm.CPU_TILES)
+        for pas in ("fwd", "bwd"):
+            for S in (16, 64, 256, 1024):
+                p = pm.Problem(S=S, P=1, scheme="contiguous", chunks=1, mode=pas)
+                bench = pm.block_flops("diag", S, S, 1, 8, 64) * (2.5 if pas == "bwd" else 1) / \
+                    t.flops("bf16", 64, pas, "diag", S)
+                self.assertAlmostEqual(pm.step_kernel_seconds(m, p, pas, 0, 0) / bench, 1.0, places=9,
+                                       msg=(pas, S))
+            # below the tiles a causal call is one partial tile: penalty = f_full / (2 f_diag)
+            self.assertAlmostEqual(pm.partial_tile_penalty(m, "bf16", 64, pas, 16), 30 / (2 * 12))
+        # a full mask is the full bench, tiles or not
+        p = pm.Problem(S=1024, P=2, mask="full", chunks=1, scheme="contiguous")  # one call = one block
+        b = replace(m, tiles=None)
+        for pas in ("fwd", "bwd"):
+            self.assertAlmostEqual(pm.step_kernel_seconds(m, p, pas, 0, 1), pm.step_kernel_seconds(b, p, pas, 0, 1))
+
+    def test_tiny_zigzag_steps_cost_whole_tiles(self):
+        # S = 128 over P = 2 (32-row half-chunks, 16-row chunks, below every tile): at step 1
+        # rank 1's forward computes four half-hidden 16 x 64 tiles, rank 0's two full ones; in
+        # the backward (chunks of key rows) the roles swap. The block model gives both ranks the
+        # same two full 32 x 32 blocks.
+        t = table_with_diag({16: 40, 32: 40, 64: 40}, {16: 10, 32: 10, 64: 10})  # penalty 2
+        m = pm.Machine(kernels=t, intra=pm.Link(1e15), tiles=pm.CPU_TILES)
+        p = pm.Problem(S=128, P=2)
+        c = 4.0 * 8 * 64 / (40 * GF)
+        self.assertAlmostEqual(pm.step_kernel_seconds(m, p, "fwd", 0, 1), c * 2 * 16 * 64)
+        self.assertAlmostEqual(pm.step_kernel_seconds(m, p, "fwd", 1, 0), c * 2 * 4 * 16 * 64)
+        self.assertAlmostEqual(pm.step_kernel_seconds(m, p, "bwd", 0, 1), 2.5 * c * 2 * 4 * 64 * 16)
+        self.assertAlmostEqual(pm.step_kernel_seconds(m, p, "bwd", 1, 0), 2.5 * c * 2 * 64 * 16)
+        b = replace(m, tiles=None)
+        self.assertAlmostEqual(pm.step_kernel_seconds(b, p, "fwd", 0, 1), pm.step_kernel_seconds(b, p, "fwd", 1, 0))
+        # large shards: runs aligned to the tiles, so the tile model keeps the zigzag balanced
+        big = pm.Problem(S=8192, P=2)
+        for pas in ("fwd", "bwd"):
+            self.assertAlmostEqual(pm.step_kernel_seconds(m, big, pas, 0, 1) / pm.step_kernel_seconds(m, big, pas, 1, 0),
+                                   1.0, places=9)
+
+    def test_cpu_tiles_are_the_kernels(self):
+        # the tiles the model assumes are the CPU kernels' kBlockQ x kBlockK
+        for pas, name in (("fwd", "attention_forward.cpp"), ("bwd", "attention_backward.cpp")):
+            with open(os.path.join(ROOT, "kernels", "cpu", name)) as f:
+                src = f.read()
+            q = int(re.search(r"kBlockQ = (\d+);", src).group(1))
+            k = int(re.search(r"kBlockK = (\d+);", src).group(1))
+            self.assertEqual(pm.CPU_TILES[pas], (q, k), pas)
+
+
 class ScalingArgsTest(unittest.TestCase):
     def test_defaults_and_quick(self):
         a = scaling.parse_args(["--out", "x", "--quick"])
@@ -336,7 +431,33 @@ class ScalingArgsTest(unittest.TestCase):
             for r in runs:
                 if r.kind == "bench" and r.problem:
                     self.assertGreaterEqual(r.problem.S // (2 * r.problem.R), kmin, r.name)
-        self.assertEqual(scaling.ringp_calib_S(8) // 16, 8)
+        # the message-cost rings (2 and P ranks) run at the smallest one-rank ring's shard, with
+        # MSG_LAUNCHES launches (odd: a true median) of at least MSG_TIMED_S each
+        for argv in (["--quick"], []):
+            a = scaling.parse_args(["--out", "x", "--cores", "2"] + argv)
+            runs = scaling.plan_runs(a)
+            ring1 = sorted(r.problem.S for r in runs if r.name.startswith("ring1_") and r.problem.mode == "fwd")
+            msg = [r for r in runs if re.match(r"ring[2-9]\d*_S\d+_(fwd|bwd)$", r.name)]
+            self.assertEqual({r.problem.P for r in msg}, {2, 4, 8})
+            for r in msg:
+                self.assertEqual(r.problem.S // r.problem.P, ring1[0], r.name)
+                self.assertEqual(r.launches, scaling.MSG_LAUNCHES, r.name)
+                n = int(r.cmd[r.cmd.index("-n") + 1])
+                p = r.problem
+                self.assertTrue(n * scaling.iter_seconds(a, p.S, p.P, mode=p.mode) >= scaling.MSG_TIMED_S
+                                or n == scaling.CALIB_MAX_ITERS, r.name)
+            self.assertEqual(scaling.MSG_LAUNCHES % 2, 1)
+            self.assertEqual(scaling.POINT_LAUNCHES % 2, 1)
+            self.assertGreaterEqual(scaling.POINT_LAUNCHES, 9)
+            # the kernel table has the size of every one-rank ring's calls up to 192 rows (rows / 2)
+            # and of every point's calls (S / (2R)), so the factor compares measured sizes
+            ks = {int(r.cmd[r.cmd.index("-S") + 1]) for r in runs if r.sweep == "calib-kernel"}
+            for n in ring1:
+                if n <= 192:
+                    self.assertIn(n // 2, ks, n)
+            for r in runs:
+                if r.kind == "bench" and r.problem and not r.sweep.startswith("calib") and r.problem.S // r.problem.R <= 1024:
+                    self.assertIn(r.problem.S // (2 * r.problem.R), ks, r.name)
 
     def test_median_launch_and_kernel_merge(self):
         res = [[{"time_ms": t}] for t in (3.0, 1.0, 9.0, 2.0, 5.0)]
