@@ -3,6 +3,8 @@
 // over rows, no tiling.
 #include <omp.h>
 
+#include <cstring>
+
 #include "attention_cpu.h"
 #include "dtype_row.h"
 #include "merge_row.h"
@@ -47,20 +49,28 @@ void convert_rows(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRe
                   const TensorRef& dst) {
   const int64_t rows = batch * s * h;
   reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
+  const size_t dst_row_bytes = static_cast<size_t>(d) * (dst.dtype == kF32 ? 4 : 2);
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
-    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
+    void* out = tensor_row(dst, b, ss, hh);
+    // Direct paths (no staging row): zeros, and float32 sources (the ring's accumulators).
     if (src.data == nullptr) {
-      for (int64_t i = 0; i < d; ++i) buf[i] = 0.0f;
-    } else {
-      load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
+      if (!kAdd) std::memset(out, 0, dst_row_bytes);
+      continue;
     }
+    if (src.dtype == kF32) {
+      store_row(dst.dtype, static_cast<const float*>(tensor_row(src, b, ss, hh)), d, 1.0f, out,
+                kAdd);
+      continue;
+    }
+    float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
+    load_row(src.dtype, tensor_row(src, b, ss, hh), d, 1.0f, buf);
     if (kAdd) {
-      float* out = static_cast<float*>(tensor_row(dst, b, ss, hh));
-      for (int64_t i = 0; i < d; ++i) out[i] += buf[i];
+      float* acc = static_cast<float*>(out);
+      for (int64_t i = 0; i < d; ++i) acc[i] += buf[i];
     } else {
-      store_row(dst.dtype, buf, d, 1.0f, tensor_row(dst, b, ss, hh));
+      store_row(dst.dtype, buf, d, 1.0f, out);
     }
   }
 }
