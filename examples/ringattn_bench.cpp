@@ -200,34 +200,28 @@ void reference(const Problem& p, const Mask& m, double scale, ringattn_dtype_t t
   }
 }
 
-// Elements off by more than tol * max(1, max|ref|).
-int64_t count_wrong(const std::vector<float>& ours, const std::vector<double>& ref, double tol) {
+// Ours against the reference, on the scale max(1, max|ref|): the elements off by more than tol
+// times it, and the largest error divided by it (finite reference values).
+struct Comparison {
+  int64_t wrong = 0;
+  double max_error = 0.0;
+};
+Comparison compare(const std::vector<float>& ours, const std::vector<double>& ref, double tol) {
   double mx = 1.0;
   for (double r : ref) {
     if (std::isfinite(r)) mx = std::max(mx, std::fabs(r));
   }
-  int64_t wrong = 0;
+  Comparison c;
   for (size_t i = 0; i < ref.size(); ++i) {
     const double a = ours[i], r = ref[i];
     if (std::isinf(r)) {
-      wrong += !(std::isinf(a) && (a < 0) == (r < 0));
+      c.wrong += !(std::isinf(a) && (a < 0) == (r < 0));
     } else {
-      wrong += !(std::fabs(a - r) <= tol * mx);
+      c.wrong += !(std::fabs(a - r) <= tol * mx);
+      if (std::isfinite(r)) c.max_error = std::max(c.max_error, std::fabs(a - r) / mx);
     }
   }
-  return wrong;
-}
-
-// The largest error relative to the largest reference value (the scale count_wrong uses).
-double max_scaled_error(const std::vector<float>& ours, const std::vector<double>& ref) {
-  double mx = 1.0, err = 0.0;
-  for (double r : ref) {
-    if (std::isfinite(r)) mx = std::max(mx, std::fabs(r));
-  }
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (std::isfinite(ref[i])) err = std::max(err, std::fabs(ours[i] - ref[i]));
-  }
-  return err / mx;
+  return c;
 }
 
 double tolerance(ringattn_dtype_t t) {
@@ -617,8 +611,9 @@ int main(int argc, char** argv) {
         };
         const double tol = tolerance(dtype);
         auto check = [&](const std::vector<float>& ours, const std::vector<double>& want) {
-          wrong += count_wrong(ours, want, tol);
-          row.max_error = std::max(row.max_error, max_scaled_error(ours, want));
+          const Comparison c = compare(ours, want, tol);
+          wrong += c.wrong;
+          row.max_error = std::max(row.max_error, c.max_error);
         };
         check(pick(go, p.hq, p.d, false), ref.o);
         check(pick(gl, p.hq, 1, true), ref.lse);

@@ -96,36 +96,35 @@ class PairSplitter {
 };
 
 // Joins neighbouring full blocks: first those over the same query rows with adjacent keys, then
-// those over the same keys with adjacent query rows.
+// those over the same keys with adjacent query rows. In place (the caller's vector is reused from
+// call to call, so a ring step allocates nothing here); full blocks end up first.
 void join_full_blocks(std::vector<SubBlock>* blocks) {
-  std::vector<SubBlock> full, rest;
-  for (const SubBlock& b : *blocks) (b.kind == kSubFull ? full : rest).push_back(b);
-  auto join = [&full](bool by_rows) {
-    std::sort(full.begin(), full.end(), [by_rows](const SubBlock& a, const SubBlock& b) {
+  const auto full_end = std::partition(blocks->begin(), blocks->end(),
+                                       [](const SubBlock& b) { return b.kind == kSubFull; });
+  auto last = full_end;  // end of the joined full blocks
+  for (const bool by_rows : {true, false}) {
+    std::sort(blocks->begin(), last, [by_rows](const SubBlock& a, const SubBlock& b) {
       return by_rows ? std::tie(a.q0, a.m, a.k0) < std::tie(b.q0, b.m, b.k0)
                      : std::tie(a.k0, a.n, a.q0) < std::tie(b.k0, b.n, b.q0);
     });
-    std::vector<SubBlock> joined;
-    for (const SubBlock& b : full) {
-      if (!joined.empty()) {
-        SubBlock& p = joined.back();
-        if (by_rows && p.q0 == b.q0 && p.m == b.m && p.k0 + p.n == b.k0) {
-          p.n += b.n;
+    auto out = blocks->begin();
+    for (auto it = blocks->begin(); it != last; ++it) {
+      if (out != blocks->begin()) {
+        SubBlock& p = *(out - 1);
+        if (by_rows && p.q0 == it->q0 && p.m == it->m && p.k0 + p.n == it->k0) {
+          p.n += it->n;
           continue;
         }
-        if (!by_rows && p.k0 == b.k0 && p.n == b.n && p.q0 + p.m == b.q0) {
-          p.m += b.m;
+        if (!by_rows && p.k0 == it->k0 && p.n == it->n && p.q0 + p.m == it->q0) {
+          p.m += it->m;
           continue;
         }
       }
-      joined.push_back(b);
+      *out++ = *it;
     }
-    full.swap(joined);
-  };
-  join(true);
-  join(false);
-  blocks->assign(full.begin(), full.end());
-  blocks->insert(blocks->end(), rest.begin(), rest.end());
+    last = out;
+  }
+  blocks->erase(last, full_end);  // the joined blocks' old places; the others follow
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cudnn_frontend.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -23,6 +24,9 @@ enum Uid : int64_t { kQ = 1, kK, kV, kO, kLse, kDout, kDq, kDk, kDv };
 // A built graph and what running it needs; `supported` false remembers cuDNN's refusal.
 struct Entry {
   std::shared_ptr<fe::graph::Graph> graph;
+  // Its tensors' device pointers by uid, made at build time and refilled by each run (under the
+  // state's mutex), so that a run allocates nothing.
+  std::unordered_map<int64_t, void*> pack;
   int64_t workspace = 0;
   bool supported = false;
   std::string why;
@@ -59,13 +63,18 @@ fe::DataType_t io_type(DType d) {
 
 // Strides of [B, H, S, D] for the frontend. A batch of one may carry stride 0 (packed tensors):
 // any positive stride addresses the same elements.
-std::vector<int64_t> bhsd_strides(const TensorRef& t, int64_t batch, int64_t s) {
+// Arrays, not vectors: the graph key of every run is made from them without allocating.
+using Strides = std::array<int64_t, 4>;
+Strides bhsd_strides(const TensorRef& t, int64_t batch, int64_t s) {
   const int64_t sb = batch == 1 ? std::max<int64_t>(1, s * t.stride_s) : t.stride_b;
   return {sb, t.stride_h, t.stride_s, 1};
 }
-std::vector<int64_t> lse_strides(const RowStatRef& r, int64_t batch, int64_t s) {
+Strides lse_strides(const RowStatRef& r, int64_t batch, int64_t s) {
   const int64_t sb = batch == 1 ? std::max<int64_t>(1, s) : r.stride_b;
   return {sb, r.stride_h, 1, 1};
+}
+std::vector<int64_t> as_vector(const Strides& s) {
+  return std::vector<int64_t>(s.begin(), s.end());
 }
 
 bool is_capturing(cudaStream_t stream) {
@@ -126,24 +135,26 @@ void push_tensor(std::vector<int64_t>* key, const TensorRef& t, int64_t batch, i
   for (int64_t v : bhsd_strides(t, batch, s)) key->push_back(v);
 }
 
-std::vector<int64_t> graph_key(bool backward, const SdpaBlock& b, int dev) {
+// The graph's key, into *key (a buffer reused from run to run).
+void graph_key(bool backward, const SdpaBlock& b, int dev, std::vector<int64_t>* key) {
   int32_t scale_bits = 0;
   std::memcpy(&scale_bits, &b.scale, sizeof(scale_bits));
-  std::vector<int64_t> key{
-      backward ? 1 : 0, dev,        b.batch,          b.sq,    b.sk, b.hq, b.hkv, b.d,
-      b.dtype,          scale_bits, b.causal ? 1 : 0, b.window};
-  push_tensor(&key, b.q, b.batch, b.sq);
-  push_tensor(&key, b.k, b.batch, b.sk);
-  push_tensor(&key, b.v, b.batch, b.sk);
-  push_tensor(&key, b.o, b.batch, b.sq);
-  for (int64_t v : lse_strides(b.lse, b.batch, b.sq)) key.push_back(v);
-  if (backward) {
-    push_tensor(&key, b.dout, b.batch, b.sq);
-    push_tensor(&key, b.dq, b.batch, b.sq);
-    push_tensor(&key, b.dk, b.batch, b.sk);
-    push_tensor(&key, b.dv, b.batch, b.sk);
+  key->clear();
+  for (int64_t v : {int64_t{backward ? 1 : 0}, int64_t{dev}, b.batch, b.sq, b.sk, b.hq, b.hkv, b.d,
+                    int64_t{b.dtype}, int64_t{scale_bits}, int64_t{b.causal ? 1 : 0}, b.window}) {
+    key->push_back(v);
   }
-  return key;
+  push_tensor(key, b.q, b.batch, b.sq);
+  push_tensor(key, b.k, b.batch, b.sk);
+  push_tensor(key, b.v, b.batch, b.sk);
+  push_tensor(key, b.o, b.batch, b.sq);
+  for (int64_t v : lse_strides(b.lse, b.batch, b.sq)) key->push_back(v);
+  if (backward) {
+    push_tensor(key, b.dout, b.batch, b.sq);
+    push_tensor(key, b.dq, b.batch, b.sq);
+    push_tensor(key, b.dk, b.batch, b.sk);
+    push_tensor(key, b.dv, b.batch, b.sk);
+  }
 }
 
 std::shared_ptr<fe::graph::Tensor_attributes> input(fe::graph::Graph& g, const char* name,
@@ -153,7 +164,7 @@ std::shared_ptr<fe::graph::Tensor_attributes> input(fe::graph::Graph& g, const c
                       .set_name(name)
                       .set_uid(uid)
                       .set_dim({b.batch, h, s, b.d})
-                      .set_stride(bhsd_strides(t, b.batch, s)));
+                      .set_stride(as_vector(bhsd_strides(t, b.batch, s))));
 }
 
 void output(const std::shared_ptr<fe::graph::Tensor_attributes>& t, int64_t uid, const SdpaBlock& b,
@@ -161,7 +172,7 @@ void output(const std::shared_ptr<fe::graph::Tensor_attributes>& t, int64_t uid,
   t->set_output(true)
       .set_uid(uid)
       .set_dim({b.batch, h, s, b.d})
-      .set_stride(bhsd_strides(ref, b.batch, s));
+      .set_stride(as_vector(bhsd_strides(ref, b.batch, s)));
 }
 
 template <typename Attrs>
@@ -194,7 +205,7 @@ Entry build(bool backward, const SdpaBlock& b, cudnnHandle_t handle) {
         .set_uid(kLse)
         .set_data_type(fe::DataType_t::FLOAT)
         .set_dim(lse_dim)
-        .set_stride(lse_strides(b.lse, b.batch, b.sq));
+        .set_stride(as_vector(lse_strides(b.lse, b.batch, b.sq)));
   } else {
     auto o = input(*g, "O", kO, b, b.hq, b.sq, b.o);
     auto dout = input(*g, "dO", kDout, b, b.hq, b.sq, b.dout);
@@ -202,7 +213,7 @@ Entry build(bool backward, const SdpaBlock& b, cudnnHandle_t handle) {
                              .set_name("Stats")
                              .set_uid(kLse)
                              .set_dim(lse_dim)
-                             .set_stride(lse_strides(b.lse, b.batch, b.sq))
+                             .set_stride(as_vector(lse_strides(b.lse, b.batch, b.sq)))
                              .set_data_type(fe::DataType_t::FLOAT));
     auto a = fe::graph::SDPA_backward_attributes().set_name("ringattn_bwd");
     a.set_attn_scale(b.scale);
@@ -222,6 +233,10 @@ Entry build(bool backward, const SdpaBlock& b, cudnnHandle_t handle) {
     e.why = st.get_message();
     return e;
   }
+  for (int64_t uid : {kQ, kK, kV, kO, kLse}) e.pack[uid] = nullptr;
+  if (backward) {
+    for (int64_t uid : {kDout, kDq, kDk, kDv}) e.pack[uid] = nullptr;
+  }
   e.graph = std::move(g);
   e.supported = true;
   return e;
@@ -238,7 +253,8 @@ Result run(bool backward, const SdpaBlock& b, cudaStream_t stream, std::string* 
   if (handle == nullptr) return Result::kError;
   int dev = 0;
   cudaGetDevice(&dev);
-  const std::vector<int64_t> key = graph_key(backward, b, dev);
+  thread_local std::vector<int64_t> key;
+  graph_key(backward, b, dev, &key);
   auto it = s.graphs.find(key);
   if (it == s.graphs.end()) {
     if (s.graphs.size() >= kMaxGraphs) s.graphs.clear();
@@ -251,7 +267,7 @@ Result run(bool backward, const SdpaBlock& b, cudaStream_t stream, std::string* 
     }
     it = s.graphs.emplace(key, std::move(e)).first;
   }
-  const Entry& e = it->second;
+  Entry& e = it->second;
   if (!e.supported) {
     *message = "cudnn: " + e.why;
     return Result::kUnsupported;
@@ -261,8 +277,12 @@ Result run(bool backward, const SdpaBlock& b, cudaStream_t stream, std::string* 
             "cuDNN workspace", message)) {
     return Result::kError;
   }
-  std::unordered_map<int64_t, void*> pack{
-      {kQ, b.q.data}, {kK, b.k.data}, {kV, b.v.data}, {kO, b.o.data}, {kLse, b.lse.data}};
+  std::unordered_map<int64_t, void*>& pack = e.pack;  // every uid present since the build
+  pack[kQ] = b.q.data;
+  pack[kK] = b.k.data;
+  pack[kV] = b.v.data;
+  pack[kO] = b.o.data;
+  pack[kLse] = b.lse.data;
   if (backward) {
     pack[kDout] = b.dout.data;
     pack[kDq] = b.dq.data;

@@ -72,6 +72,21 @@ struct ApiLse {
   }
 };
 
+// The outputs of a forward and backward call against the float64 reference (2x-naive rule).
+void expect_within_2x_naive(const KernelSpec& spec, const KernelInputs& in, DType t, ApiTensor* o,
+                            ApiLse* lse, ApiTensor* dq, ApiTensor* dk, ApiTensor* dv) {
+  const AttnCase c = spec.attn_case();
+  const FwdResult ref = reference_forward(c, in.q, in.k, in.v);
+  const FwdResult naive = naive_forward(c, in.q, in.k, in.v, t);
+  EXPECT_TRUE(within_2x_naive("O", o->values(), ref.o, naive.o, t));
+  EXPECT_TRUE(within_2x_naive("LSE", lse->values(), ref.lse, naive.lse, t));
+  const BwdResult bref = reference_backward(c, in.q, in.k, in.v, in.dout);
+  const BwdResult bnaive = naive_backward(c, in.q, in.k, in.v, in.dout, t);
+  EXPECT_TRUE(within_2x_naive("dQ", dq->values(), bref.dq, bnaive.dq, t));
+  EXPECT_TRUE(within_2x_naive("dK", dk->values(), bref.dk, bnaive.dk, t));
+  EXPECT_TRUE(within_2x_naive("dV", dv->values(), bref.dv, bnaive.dv, t));
+}
+
 TEST(CudaApi, ForwardAndBackwardOnAUserStreamMatchFp64) {
   RINGATTN_REQUIRE_GPU();
   ASSERT_EQ(ringattn_backend_available(RINGATTN_BACKEND_CUDA), 1);
@@ -101,16 +116,7 @@ TEST(CudaApi, ForwardAndBackwardOnAUserStreamMatchFp64) {
               RINGATTN_SUCCESS)
         << ringattn_get_last_error();
     ASSERT_TRUE(cuda_ok(cudaStreamSynchronize(stream), "stream"));
-    const AttnCase c = spec.attn_case();
-    const FwdResult ref = reference_forward(c, in.q, in.k, in.v);
-    const FwdResult naive = naive_forward(c, in.q, in.k, in.v, t);
-    EXPECT_TRUE(within_2x_naive("O", o.values(), ref.o, naive.o, t));
-    EXPECT_TRUE(within_2x_naive("LSE", lse.values(), ref.lse, naive.lse, t));
-    const BwdResult bref = reference_backward(c, in.q, in.k, in.v, in.dout);
-    const BwdResult bnaive = naive_backward(c, in.q, in.k, in.v, in.dout, t);
-    EXPECT_TRUE(within_2x_naive("dQ", dq.values(), bref.dq, bnaive.dq, t));
-    EXPECT_TRUE(within_2x_naive("dK", dk.values(), bref.dk, bnaive.dk, t));
-    EXPECT_TRUE(within_2x_naive("dV", dv.values(), bref.dv, bnaive.dv, t));
+    expect_within_2x_naive(spec, in, t, &o, &lse, &dq, &dk, &dv);
   }
   cudaStreamDestroy(stream);
 }
@@ -154,16 +160,7 @@ TEST(CudaApi, CudnnPathMatchesFp64) {
                 RINGATTN_SUCCESS)
           << ringattn_get_last_error();
       ASSERT_TRUE(cuda_ok(cudaDeviceSynchronize(), "device"));
-      const AttnCase c = spec.attn_case();
-      const FwdResult ref = reference_forward(c, in.q, in.k, in.v);
-      const FwdResult naive = naive_forward(c, in.q, in.k, in.v, t);
-      EXPECT_TRUE(within_2x_naive("O", o.values(), ref.o, naive.o, t));
-      EXPECT_TRUE(within_2x_naive("LSE", lse.values(), ref.lse, naive.lse, t));
-      const BwdResult bref = reference_backward(c, in.q, in.k, in.v, in.dout);
-      const BwdResult bnaive = naive_backward(c, in.q, in.k, in.v, in.dout, t);
-      EXPECT_TRUE(within_2x_naive("dQ", dq.values(), bref.dq, bnaive.dq, t));
-      EXPECT_TRUE(within_2x_naive("dK", dk.values(), bref.dk, bnaive.dk, t));
-      EXPECT_TRUE(within_2x_naive("dV", dv.values(), bref.dv, bnaive.dv, t));
+      expect_within_2x_naive(spec, in, t, &o, &lse, &dq, &dk, &dv);
     }
   }
 }
