@@ -102,22 +102,24 @@ _GROUPS = {}              # id -> RingGroup, so that custom ops can name a group
 _GROUP_IDS = itertools.count()
 
 
+def _choice(what, name, choices):
+    """The C enum value of one of the names in `choices` (a dict), or an INVALID_ARGUMENT
+    error naming the expected ones."""
+    if name not in choices:
+        expected = ", ".join(repr(c) for c in choices)
+        raise make_error("RINGATTN_ERROR_INVALID_ARGUMENT",
+                         f"unknown {what} {name!r}; expected one of {expected}")
+    return choices[name]
+
+
 def _local_kernel(name):
     """ringattn_local_kernel_t of a local-kernel name."""
-    kernels = {"own": 0, "cudnn": 1}
-    if name not in kernels:
-        raise make_error("RINGATTN_ERROR_INVALID_ARGUMENT",
-                         f"unknown local_kernel {name!r}; expected 'own' or 'cudnn'")
-    return kernels[name]
+    return _choice("local_kernel", name, {"own": 0, "cudnn": 1})
 
 
 def _placement(name):
     """ringattn_placement_t of a placement name."""
-    places = {"ulysses": 0, "ring": 1, "auto": 2}
-    if name not in places:
-        raise make_error("RINGATTN_ERROR_INVALID_ARGUMENT",
-                         f"unknown placement {name!r}; expected 'ulysses', 'ring' or 'auto'")
-    return places[name]
+    return _choice("placement", name, {"ulysses": 0, "ring": 1, "auto": 2})
 
 
 class RingGroup:
