@@ -76,6 +76,20 @@ class Backend {
   // dst (float32) += src (any dtype) over [B, S, H, D].
   virtual Status accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                             const TensorRef& dst, void* stream) = 0;
+  // dst = a + b cast to dst's dtype, a and b float32 over [B, S, H, D]. `a` is scratch: the
+  // default adds b into it and casts it; a backend may do both in one pass without changing it.
+  virtual Status add_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& a,
+                             const TensorRef& b, const TensorRef& dst, void* stream) {
+    RINGATTN_RETURN_IF_ERROR(accumulate(batch, s, h, d, b, a, stream));
+    return convert(batch, s, h, d, a, dst, stream);
+  }
+  // Should the ring cut its steps into chunks of key/value heads (every row) rather than of rows,
+  // where there are enough heads? Head chunks use each head's operands once per step, which
+  // keeps them in cache on the CPU; row chunks give more work per call.
+  virtual bool chunks_by_heads() const { return false; }
+  // Does backward honour BwdParams::overwrite_kv? Where it does not, callers zero-fill
+  // accumulators before their first call adds to them.
+  virtual bool backward_overwrites_kv() const { return false; }
   // Fill a float32 row-statistics tensor [B, H, S] with a value (e.g. -inf for an empty LSE).
   virtual Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst,
                               float value, void* stream) = 0;

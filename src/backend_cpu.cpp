@@ -59,6 +59,12 @@ class CpuBackend final : public Backend {
                     const TensorRef& dst, void*) override {
     return run_kernel("accumulate", [&] { cpu::accumulate(batch, s, h, d, src, dst); });
   }
+  Status add_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& a,
+                     const TensorRef& b, const TensorRef& dst, void*) override {
+    return run_kernel("add_convert", [&] { cpu::add_convert(batch, s, h, d, a, b, dst); });
+  }
+  bool backward_overwrites_kv() const override { return true; }
+  bool chunks_by_heads() const override { return true; }
   Status fill_rowstat(int64_t batch, int64_t h, int64_t s, const RowStatRef& dst, float value,
                       void*) override {
     for (int64_t b = 0; b < batch; ++b) {

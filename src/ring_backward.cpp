@@ -4,10 +4,15 @@
 // chunk, then forwards it. A block's accumulator starts at the first rank after its owner (step
 // 1) and reaches the owner after the last step, which adds its own contribution (step 0, kept
 // locally): P - 1 hops per block, not P. dQ accumulates locally in float32. Gradients are cast
-// once at the end.
+// once at the end (the own block's: its two accumulators summed and cast in one pass).
 //
-// Chunks (along the block's key rows) let the accumulators of chunk c travel while the later
-// chunks compute, so the only exposed gradient transfer is the final chunk's last hop.
+// The accumulators that start at zero (steps 0 and 1) are zero-filled first, unless the backend
+// overwrites dK/dV on request (Backend::backward_overwrites_kv): then a step's first call writes
+// them and only chunks that no call visits are zero-filled.
+//
+// Chunks (of the block's key rows, or of heads: RingPlan) let the accumulators of chunk c travel
+// while the later chunks compute, so the only exposed gradient transfer is the final chunk's
+// last hop.
 //
 // Every call of the P x C steps and chunks has the same query side (Q, dO, LSE, Delta): a backend
 // that prepares it (the CPU backend's float32 packing) does so once per ring call into the
@@ -32,14 +37,21 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   const AttnShape& shape = cur_->ring;
   const int32_t P = plan.world(), C = plan.chunks(), me = ring_->rank();
   const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
+  const int64_t group = Hq / Hkv;
   const bool packed = shape.packed;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
   const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
-  // Gradient accumulators: one slot per chunk, [slot_rows, 2 (dK, dV), B, Hkv, D] float32, so
-  // that a chunk is one contiguous message whatever the block.
-  const int64_t grad_row = 2 * B * Hkv * D;
+  // Gradient accumulators: one slot per chunk, [rows, 2 (dK, dV), B, heads, D] float32 (the
+  // chunk's rows and key/value heads), so that a chunk is one contiguous message whatever the
+  // block.
+  const int64_t slot_heads = plan.slot_heads(Hkv);
+  // The key/value heads of chunk c: first, count.
+  auto heads_of = [&](int32_t c) {
+    const HeadRange hr = plan.kv_heads(c);
+    return hr.count >= 0 ? hr : HeadRange{0, Hkv};
+  };
   const BwdLayout at = backward_layout(*cur_);
   const size_t kv_bytes = at.kv_bytes, dq_bytes = at.dq_bytes, delta_bytes = at.delta_bytes;
   const size_t slot_bytes = at.slot_bytes, grad_bytes = at.grad_bytes;
@@ -47,6 +59,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   // Every backward call of this ring call shares its query rows: the fields they share are set
   // once here, and the backend may pack the query side once (0 bytes: it packs per call).
   BwdParams qside = query_side_shape(shape, cur_->opts);
+  const bool overwrite = backend_->backward_overwrites_kv();
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   char* kv[2] = {ws, ws + kv_bytes};
@@ -57,8 +70,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};
   char* const own = grad[1] + grad_bytes;
   auto grad_ref = [&](char* buf, int which, int32_t c) {
-    float* base = reinterpret_cast<float*>(buf + slot_bytes * c) + which * B * Hkv * D;
-    return TensorRef{base, kF32, Hkv * D, grad_row, D};
+    const int64_t nh = heads_of(c).count;
+    float* base = reinterpret_cast<float*>(buf + slot_bytes * c) + which * B * nh * D;
+    return TensorRef{base, kF32, nh * D, 2 * B * nh * D, D};
+  };
+  // Bytes of chunk c of a block whose chunk has `rows` rows.
+  auto chunk_bytes = [&](int32_t c, int64_t rows) {
+    return sizeof(float) * static_cast<size_t>(rows * 2 * B * heads_of(c).count * D);
   };
   auto slot = [&](char* buf, int32_t c) { return buf + slot_bytes * c; };
   char* const qpack = own + grad_bytes;
@@ -73,22 +91,25 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   qside.accumulate = true;
   qside.q_pos = plan.block_map(me);
   const TensorRef zero{nullptr, kF32, 0, 0, 0};
+  size_t qpack_head = 0;  // bytes of one key/value head's part of the query pack
   RINGATTN_RETURN_IF_ERROR(timed_compute([&] {
     RINGATTN_RETURN_IF_ERROR(
         backend_->compute_delta(B, S, Hq, D, qside.dout, tensor_ref(*o, packed), delta, stream));
     if (qpack_bytes > 0) {  // after Delta, which the pack holds
       RINGATTN_RETURN_IF_ERROR(backend_->pack_backward_queries(qside, qpack, stream));
       qside.query_pack = qpack;
+      qpack_head = backend_->backward_query_pack_bytes(qside) / static_cast<size_t>(Hkv);
     }
     RINGATTN_RETURN_IF_ERROR(backend_->convert(B, S, Hq, D, zero, dq_acc, stream));
     // Steps 0 (this rank's own block) and 1 (the first visit of the previous rank's block)
     // start their accumulators at zero; later ones arrive from the previous rank.
+    if (overwrite) return RINGATTN_SUCCESS;
     const int64_t slot_rows = plan.slot_rows() * C * 2 * B;
-    RINGATTN_RETURN_IF_ERROR(
-        backend_->convert(1, slot_rows, Hkv, D, zero, TensorRef{own, kF32, 0, Hkv * D, D}, stream));
+    const TensorRef all{own, kF32, 0, slot_heads * D, D};
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(1, slot_rows, slot_heads, D, zero, all, stream));
     if (P == 1) return RINGATTN_SUCCESS;
-    return backend_->convert(1, slot_rows, Hkv, D, zero, TensorRef{grad[1], kF32, 0, Hkv * D, D},
-                             stream);
+    return backend_->convert(1, slot_rows, slot_heads, D, zero,
+                             TensorRef{grad[1], kF32, 0, slot_heads * D, D}, stream);
   }));
   RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
 
@@ -106,28 +127,51 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
     for (int32_t c = 0; c < C; ++c) {
       const RowChunk& kc = plan.k_chunk(src, c);
+      const HeadRange hr = heads_of(c);
       if (i > 1) {  // the accumulator of this chunk arrived from the previous rank
         const Status st = wait(&chunk_ex_[c]);
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
       }
+      const bool first = i < 2 && overwrite;  // this call starts the accumulator
       if (plan.bwd_visible(i, c)) {
         BwdParams p = qside;
+        p.overwrite_kv = first;
         p.sk = kc.rows;
-        p.k = kv_ref(kv[cur], 0, kc.row0);
-        p.v = kv_ref(kv[cur], 1, kc.row0);
+        p.k = offset_heads(kv_ref(kv[cur], 0, kc.row0), hr.h0);
+        p.v = offset_heads(kv_ref(kv[cur], 1, kc.row0), hr.h0);
         p.dk = grad_ref(acc, 0, c);
         p.dv = grad_ref(acc, 1, c);
         p.k_pos = plan.map(kc);
+        if (hr.count != Hkv) {  // a chunk of heads: its query heads' part of the query side
+          const int64_t h0 = hr.h0 * group;
+          p.hkv = hr.count;
+          p.hq = hr.count * group;
+          p.q = offset_heads(p.q, h0);
+          p.dout = offset_heads(p.dout, h0);
+          p.o = offset_heads(p.o, h0);
+          p.dq = offset_heads(p.dq, h0);
+          p.lse = offset_heads(p.lse, h0);
+          p.delta = offset_heads(p.delta, h0);
+          if (p.query_pack != nullptr) {
+            p.query_pack = static_cast<const char*>(p.query_pack) +
+                           qpack_head * static_cast<size_t>(hr.h0);
+          }
+        }
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
+        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      } else if (first && kc.rows > 0) {
+        const Status st = timed_compute([&] {
+          return backend_->convert(1, kc.rows * 2 * B, hr.count, D, zero,
+                                   TensorRef{slot(acc, c), kF32, 0, hr.count * D, D}, stream);
+        });
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
       }
       if (i > 0) {
         // Forward this chunk's accumulators; receive the same chunk of the next step's block
         // (after the last step: of this rank's own block, all but this rank's contribution).
         const int32_t nsrc = plan.step_source((i + 1) % P);
-        const size_t send = sizeof(float) * static_cast<size_t>(kc.rows * grad_row);
-        const size_t recv =
-            sizeof(float) * static_cast<size_t>(plan.k_chunk(nsrc, c).rows * grad_row);
+        const size_t send = chunk_bytes(c, kc.rows);
+        const size_t recv = chunk_bytes(c, plan.k_chunk(nsrc, c).rows);
         const Status st = start(slot(grad[a], c), send, next, slot(grad[1 - a], c), recv, prev,
                                 kTagGrad + c, &chunk_ex_[c]);
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
@@ -152,14 +196,15 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     // Later chunks' accumulators may still be arriving: a failure here abandons them too, so
     // that no exchange outlives the call.
     const Status st = timed_compute([&] {
+      const HeadRange hr = heads_of(c);
       for (int which = 0; which < 2; ++which) {
-        if (P > 1) {
-          RINGATTN_RETURN_IF_ERROR(backend_->accumulate(
-              B, kc.rows, Hkv, D, grad_ref(others, which, c), grad_ref(own, which, c), stream));
-        }
-        RINGATTN_RETURN_IF_ERROR(backend_->convert(
-            B, kc.rows, Hkv, D, grad_ref(own, which, c),
-            offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), stream));
+        const TensorRef out = offset_heads(
+            offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), hr.h0);
+        RINGATTN_RETURN_IF_ERROR(
+            P > 1 ? backend_->add_convert(B, kc.rows, hr.count, D, grad_ref(own, which, c),
+                                          grad_ref(others, which, c), out, stream)
+                  : backend_->convert(B, kc.rows, hr.count, D, grad_ref(own, which, c), out,
+                                      stream));
       }
       return RINGATTN_SUCCESS;
     });

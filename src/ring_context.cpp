@@ -21,6 +21,18 @@ RowStatRef offset_rows(const RowStatRef& t, int64_t row0) {
   return r;
 }
 
+TensorRef offset_heads(const TensorRef& t, int64_t h0) {
+  TensorRef r = t;
+  r.data = static_cast<char*>(t.data) + h0 * t.stride_h * static_cast<int64_t>(dtype_size(t.dtype));
+  return r;
+}
+
+RowStatRef offset_heads(const RowStatRef& t, int64_t h0) {
+  RowStatRef r = t;
+  r.data = t.data + h0 * t.stride_h;
+  return r;
+}
+
 RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
                          int32_t chunks, bool capturable, HybridLayout layout)
     : transport_(std::move(transport)),
@@ -217,8 +229,8 @@ FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) 
   at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
   at.o_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.lse_bytes = has_lse ? 0 : align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
-  // The backend's packed key side of one block (the largest), shared by a step's chunk calls.
-  if (st.plan.chunks() > 1) {
+  // The backend's packed key side of one block (the largest), shared by a step's row chunks.
+  if (st.plan.chunks() > 1 && !st.plan.head_chunks()) {
     FwdParams keys{};
     set_call_problem(sh, st.opts, &keys);
     keys.sk = st.plan.max_rows();
@@ -235,7 +247,7 @@ BwdLayout RingContext::backward_layout(const RingProblemState& st) const {
   at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
   at.dq_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.delta_bytes = align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
-  const int64_t grad_row = 2 * sh.batch * sh.hkv * sh.d;
+  const int64_t grad_row = 2 * sh.batch * st.plan.slot_heads(sh.hkv) * sh.d;
   at.slot_bytes = sizeof(float) * static_cast<size_t>(st.plan.slot_rows() * grad_row);
   at.grad_bytes = align64(at.slot_bytes * static_cast<size_t>(st.plan.chunks()));
   at.qpack_bytes = align64(backend_->backward_query_pack_bytes(query_side_shape(sh, st.opts)));
@@ -440,15 +452,18 @@ void RingContext::build_state(const AttnShape& shape, const AttnOptions& opts, i
   prob.d = shape.d;
   prob.mask = opts.mask;
   prob.chunks = chunks_;
-  state->plan.build(prob);
   state->ring = shape;
   if (layout_.hybrid()) {
     // The ring runs over this rank's block (its Ulysses group's rows) and its heads.
     split_heads(shape.hq, shape.hkv, layout_.ulysses, &state->heads);  // checked when validated
-    state->ring.seq = state->plan.rows_of(layout_.ring_rank);
     state->ring.hq = state->heads.hq;
     state->ring.hkv = state->heads.hkv;
   }
+  if (chunks_ > 1 && backend_->chunks_by_heads() && state->ring.hkv >= chunks_) {
+    prob.chunk_kv_heads = state->ring.hkv;
+  }
+  state->plan.build(prob);
+  if (layout_.hybrid()) state->ring.seq = state->plan.rows_of(layout_.ring_rank);
 }
 
 Status RingContext::one_shot_plan(RingOp op, Status local_status, const std::string& local_message,

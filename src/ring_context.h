@@ -279,8 +279,10 @@ Status RingContext::timed_compute(F&& f) {
   return st;
 }
 
-// Element offset helpers for [B, S, H, D] views.
+// Element offset helpers for [B, S, H, D] views (and [B, H, S] row statistics).
 TensorRef offset_rows(const TensorRef& t, int64_t row0);
 RowStatRef offset_rows(const RowStatRef& t, int64_t row0);
+TensorRef offset_heads(const TensorRef& t, int64_t h0);
+RowStatRef offset_heads(const RowStatRef& t, int64_t h0);
 
 }  // namespace ringattn

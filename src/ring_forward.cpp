@@ -1,6 +1,7 @@
 // Ring forward (DESIGN.md): Q stays; K/V blocks move to rank r+1 each step while the current
-// block is computed in chunks of query rows, with the transport driven between chunks. Each
-// chunk's partial (O, LSE) is merged into float32 accumulators; O is cast once at the end.
+// block is computed in chunks (of query rows, or of heads: RingPlan), with the transport driven
+// between chunks. Each chunk's partial (O, LSE) is merged into float32 accumulators; O is cast
+// once at the end.
 #include <cmath>
 
 #include "ring_context.h"
@@ -13,6 +14,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   const AttnShape& shape = cur_->ring;
   const int32_t P = plan.world(), C = plan.chunks();
   const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
+  const int64_t group = Hq / Hkv;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
@@ -54,7 +56,7 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     keys.sk = plan.rows_of(src);
     keys.k = kv_ref(kv[cur], 0, 0);
     keys.v = kv_ref(kv[cur], 1, 0);
-    if (kpack != nullptr && visible > 1) {
+    if (kpack != nullptr && visible > 1 && !plan.head_chunks()) {
       const Status st =
           timed_compute([&] { return backend_->pack_forward_keys(keys, kpack, stream); });
       if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
@@ -63,11 +65,21 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     for (int32_t c = 0; c < C; ++c) {
       if (!plan.fwd_visible(i, c)) continue;
       const RowChunk& qc = plan.q_chunk(c);
+      const HeadRange hr = plan.kv_heads(c);
       FwdParams p = keys;
       p.sq = qc.rows;
       p.q = offset_rows(qref, qc.row0);
       p.o = offset_rows(o_acc, qc.row0);
       p.lse = offset_rows(lse_acc, qc.row0);
+      if (hr.count >= 0) {  // a chunk of heads: every row
+        p.hkv = hr.count;
+        p.hq = hr.count * group;
+        p.k = offset_heads(p.k, hr.h0);
+        p.v = offset_heads(p.v, hr.h0);
+        p.q = offset_heads(p.q, hr.h0 * group);
+        p.o = offset_heads(p.o, hr.h0 * group);
+        p.lse = offset_heads(p.lse, hr.h0 * group);
+      }
       p.q_pos = plan.map(qc);
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
@@ -87,11 +99,15 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     for (int32_t c = 0; c < C; ++c) {
       const RowChunk& qc = plan.q_chunk(c);
       if (chunk_init_[c] || qc.rows == 0) continue;
+      const HeadRange hr = plan.kv_heads(c);
+      const int64_t h0 = hr.count >= 0 ? hr.h0 * group : 0;
+      const int64_t nh = hr.count >= 0 ? hr.count * group : Hq;
+      if (nh == 0) continue;
       const TensorRef zero{nullptr, kF32, 0, 0, 0};
-      RINGATTN_RETURN_IF_ERROR(
-          backend_->convert(B, qc.rows, Hq, D, zero, offset_rows(o_acc, qc.row0), stream));
-      RINGATTN_RETURN_IF_ERROR(
-          backend_->fill_rowstat(B, Hq, qc.rows, offset_rows(lse_acc, qc.row0), -INFINITY, stream));
+      RINGATTN_RETURN_IF_ERROR(backend_->convert(
+          B, qc.rows, nh, D, zero, offset_heads(offset_rows(o_acc, qc.row0), h0), stream));
+      RINGATTN_RETURN_IF_ERROR(backend_->fill_rowstat(
+          B, nh, qc.rows, offset_heads(offset_rows(lse_acc, qc.row0), h0), -INFINITY, stream));
     }
     return backend_->convert(B, S, Hq, D, o_acc, tensor_ref(*o, shape.packed), stream);
   });

@@ -97,21 +97,22 @@ void RingPlan::build(const RingProblem& prob) {
   }
   max_rows_ = 0;
   for (int32_t s = 0; s < P; ++s) max_rows_ = rows_[s] > max_rows_ ? rows_[s] : max_rows_;
-  slot_rows_ = (max_rows_ + C - 1) / C;
-
-  // Chunks split rows evenly (sizes differ by at most one), the same rule on every rank, so a
-  // sender and a receiver agree on the bytes of each gradient chunk.
+  // Row chunks split rows evenly (sizes differ by at most one), the same rule on every rank, so
+  // a sender and a receiver agree on the bytes of each gradient chunk; head chunks (heads split
+  // the same way) take every row.
+  const int32_t row_parts = head_chunks() ? 1 : C;
+  slot_rows_ = (max_rows_ + row_parts - 1) / row_parts;
+  auto part = [&](const RowChunk& whole, int32_t c) {
+    return head_chunks() ? whole
+                         : slice(whole, split_offset(whole.rows, C, c), split_size(whole.rows, C, c));
+  };
   const RowChunk own = block_[prob.rank];
   q_chunks_.clear();
-  for (int32_t c = 0; c < C; ++c) {
-    q_chunks_.push_back(slice(own, split_offset(own.rows, C, c), split_size(own.rows, C, c)));
-  }
+  for (int32_t c = 0; c < C; ++c) q_chunks_.push_back(part(own, c));
   k_chunks_.clear();
   for (int32_t s = 0; s < P; ++s) {
     const RowChunk blk = block_[s];
-    for (int32_t c = 0; c < C; ++c) {
-      k_chunks_.push_back(slice(blk, split_offset(blk.rows, C, c), split_size(blk.rows, C, c)));
-    }
+    for (int32_t c = 0; c < C; ++c) k_chunks_.push_back(part(blk, c));
   }
 
   fwd_visible_.assign(static_cast<size_t>(P) * C, 0);

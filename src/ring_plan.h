@@ -2,6 +2,11 @@
 // which block each ring step holds, how each block and the local Q shard are cut into chunks
 // (compute runs chunk by chunk so that transfers progress in between), which (chunk, block)
 // pairs the mask hides entirely, and the workspace layout.
+//
+// A chunk is a range of rows with every head (row chunks), or, where the backend asks for it
+// (Backend::chunks_by_heads) and there are at least as many key/value heads as chunks, a range of
+// key/value heads (and their query heads) with every row (head chunks): then each head's operands
+// are used once per step, not once per chunk.
 #pragma once
 
 #include <stddef.h>
@@ -25,6 +30,9 @@ struct RingProblem {
   int64_t hq = 0, hkv = 0, d = 0;
   MaskSpec mask{-1, -1};
   int32_t chunks = 4;  // compute chunks per ring step
+  // > 0: chunks split the ring's key/value heads (this many: H / U in a hybrid layout), whole
+  // rows each; 0: chunks split rows.
+  int64_t chunk_kv_heads = 0;
   // Hybrid layout (HybridLayout): the sequence is sharded over members.size() ranks, and ring
   // position s holds the rows of U = members.size() / world of them, members[s * U + u], one
   // after the other. Empty: the pure ring (ring position s holds the shard of rank s of world).
@@ -35,6 +43,11 @@ struct RingProblem {
 struct RowChunk {
   int64_t row0 = 0, rows = 0;
   int32_t run0 = 0, num_runs = 0;  // into RingPlan::runs_
+};
+
+// The key/value heads of a chunk; count < 0: all of them (row chunks).
+struct HeadRange {
+  int64_t h0 = 0, count = -1;
 };
 
 class RingPlan {
@@ -60,8 +73,18 @@ class RingPlan {
     return segments_.data() + segment0_[i];
   }
   int64_t max_rows() const { return max_rows_; }
-  // Rows of the largest chunk of any block: the size of one gradient-accumulator slot.
+  // Rows of the largest chunk of any block: with slot_heads(), the size of one
+  // gradient-accumulator slot.
   int64_t slot_rows() const { return slot_rows_; }
+  bool head_chunks() const { return prob_.chunk_kv_heads > 0; }
+  // Chunk c's key/value heads (its query heads are the groups of these).
+  HeadRange kv_heads(int32_t c) const {
+    if (!head_chunks()) return HeadRange{};
+    return HeadRange{split_offset(prob_.chunk_kv_heads, prob_.chunks, c),
+                     split_size(prob_.chunk_kv_heads, prob_.chunks, c)};
+  }
+  // The most key/value heads of one chunk, given the ring's `hkv`.
+  int64_t slot_heads(int64_t hkv) const { return head_chunks() ? kv_heads(0).count : hkv; }
   // The rank whose block this rank holds at step i (i = 0 is its own).
   int32_t step_source(int32_t i) const {
     return static_cast<int32_t>((prob_.rank - i + prob_.world) % prob_.world);

@@ -78,6 +78,10 @@ struct BwdParams : AttnCall {
   // false: write dq/dk/dv in their dtype (overwrite).
   // true: dq/dk/dv are float32 accumulators and this call adds its contribution.
   bool accumulate;
+  // With accumulate, on backends that say so (Backend::backward_overwrites_kv): dk/dv are
+  // written, every row of the call's sk key rows, not added to (dq is still added to). The
+  // ring's first visit of a gradient accumulator, which then needs no zero fill.
+  bool overwrite_kv = false;
   // Optional: the query side (q, dout, lse, delta) already prepared by the backend for several
   // calls over the same query rows (Backend::pack_backward_queries); nullptr: the call prepares it.
   const void* query_pack = nullptr;

@@ -5,7 +5,9 @@
 // and K, V (float32 rows) are packed once, then each key tile is one work item that owns its dK/dV
 // rows (summed over the query heads of the GQA group), so dK/dV need no synchronization. dQ rows
 // receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
-// the buffers are summed in thread order afterwards. Key tiles are dealt to threads statically,
+// the buffers are summed in thread order afterwards; one thread adding into float32 dQ (the ring's
+// accumulator) adds its products straight into it instead, scaled as they are made, so that a
+// call touching few query rows costs nothing for the others. Key tiles are dealt to threads statically,
 // so the result is bitwise reproducible for a fixed thread count. Calls that share their query
 // rows (the ring's key chunks and steps) can take the query side packed once for all groups
 // (pack_backward_queries), by the same routine, so their results are bitwise those of unpacked
@@ -73,10 +75,11 @@ QueryPack<F> carve_query_pack(F* at, int64_t g, int64_t sq, int64_t nqt, int64_t
   return p;
 }
 
+// dst = a * src^T (a = 1 is exact: packing transposes bitwise).
 void transpose_tile(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
-                    int64_t ldd) {
+                    int64_t ldd, float a = 1.0f) {
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = a * src[i * lds + j];
 }
 
 // Query tile qt of head g of group (b, hk): Q, dO rows and their transposed tiles; LSE, Delta.
@@ -129,11 +132,15 @@ void attention_backward(const BwdParams& p) {
   float** const dq_bufs =
       thread_scratch(kSlotThreadPtrs).get<float*>(static_cast<size_t>(nthreads));
   for (int t = 0; t < nthreads; ++t) dq_bufs[t] = nullptr;
-  // Each thread's dQ buffer, then a flag per query tile: has this thread written the tile yet?
-  // A tile's first product overwrites it and only written tiles are summed, so that a call
-  // touching few query tiles (a ring chunk under a causal mask) neither clears nor sums the
+  // One thread adding into float32 dQ: products go straight into it (dS scaled in its transpose).
+  const bool dq_direct = nthreads == 1 && p.accumulate && p.dq.dtype == kF32;
+  // Otherwise each thread's dQ buffer, then a flag per query tile: has this thread written the
+  // tile yet? A tile's first product overwrites it and only written tiles are summed, so that a
+  // call touching few query tiles (a ring chunk under a causal mask) neither clears nor sums the
   // others.
-  const int64_t dq_floats = up16(group * sq * d), flag_floats = up16((group * nqt + 3) / 4);
+  const int64_t dq_rows = dq_direct ? 0 : group * sq, nflags = dq_direct ? 0 : group * nqt;
+  const int64_t dq_floats = up16(dq_rows * d), flag_floats = up16((nflags + 3) / 4);
+  const bool add_kv = p.accumulate && !p.overwrite_kv;
   reserve_thread_scratch({{kSlotTileE, sizeof(float) * (dq_floats + flag_floats)},
                           {kSlotTileA, sizeof(float) * 2 * kBlockK * kBlockQ},
                           {kSlotTileB, sizeof(float) * kBlockQ * kBlockK},
@@ -144,7 +151,7 @@ void attention_backward(const BwdParams& p) {
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t hk = 0; hk < p.hkv; ++hk) {
       const QueryPack<const float> pk = carve_query_pack(
-          prepared ? prepared + (b * p.hkv + hk) * qfloats : scratch, group, sq, nqt, d);
+          prepared ? prepared + (hk * p.batch + b) * qfloats : scratch, group, sq, nqt, d);
 #pragma omp parallel num_threads(nthreads)
       {
         const int tid = omp_get_thread_num();
@@ -153,7 +160,7 @@ void attention_backward(const BwdParams& p) {
             thread_scratch(kSlotTileE).get<float>(static_cast<size_t>(dq_floats + flag_floats));
         dq_bufs[static_cast<size_t>(tid)] = dq_mine;
         uint8_t* const written = reinterpret_cast<uint8_t*>(dq_mine + dq_floats);
-        for (int64_t i = 0; i < group * nqt; ++i) written[i] = 0;
+        for (int64_t i = 0; i < nflags; ++i) written[i] = 0;
 
         // ---- pack: Q, dO rows and their transposed tiles; LSE, Delta (unless prepared) ----
         if (prepared == nullptr) {
@@ -224,24 +231,31 @@ void attention_backward(const BwdParams& p) {
               const float* drows = pk.dout + (g * sq + q0) * d;
               gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, true);
               gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, true);
-              transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
-              gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d,
-                      written[tile] != 0);
-              written[tile] = 1;
+              if (dq_direct) {
+                transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK, scale);
+                gemm_nn(rows, d, cols, ds, kBlockK, krows, d,
+                        static_cast<float*>(tensor_row(p.dq, b, q0, hk * group + g)),
+                        p.dq.stride_s, true);
+              } else {
+                transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
+                gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d,
+                        written[tile] != 0);
+                written[tile] = 1;
+              }
             }
           }
-          for (int64_t j = 0; j < cols; ++j) {
+          for (int64_t j = 0; j < cols; ++j) {  // every key row, visible or not
             store_row(p.dk.dtype, dk_acc + j * d, d, scale, tensor_row(p.dk, b, k0 + j, hk),
-                      p.accumulate);
+                      add_kv);
             store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk),
-                      p.accumulate);
+                      add_kv);
           }
         }
 
         // ---- dQ: sum the per-thread buffers in thread order (implicit barrier above) ----
         float* row = thread_scratch(kSlotTileD).get<float>(static_cast<size_t>(d));
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < group * sq; ++r) {
+        for (int64_t r = 0; r < dq_rows; ++r) {
           const int64_t g = r / sq, i = r % sq, tile = g * nqt + i / kBlockQ;
           for (int64_t x = 0; x < d; ++x) row[x] = 0.0f;
           bool any = false;
@@ -273,11 +287,13 @@ void pack_backward_queries(const BwdParams& p, void* pack) {
   const int64_t qfloats = query_pack_floats(group, p.sq, nqt, p.d);
   const int64_t per_group = group * nqt, items = p.batch * p.hkv * per_group;
   float* const base = static_cast<float*>(pack);
+  // Head-major, (kv head, batch): the part of kv heads [h0, h1) is one range, which calls over
+  // those heads alone take (the ring's head chunks).
 #pragma omp parallel for schedule(static)
   for (int64_t it = 0; it < items; ++it) {
-    const int64_t bh = it / per_group, r = it % per_group;
-    const QueryPack<float> pk = carve_query_pack(base + bh * qfloats, group, p.sq, nqt, p.d);
-    pack_query_tile(p, pk, bh / p.hkv, bh % p.hkv, r / nqt, r % nqt, nqt);
+    const int64_t hb = it / per_group, r = it % per_group;
+    const QueryPack<float> pk = carve_query_pack(base + hb * qfloats, group, p.sq, nqt, p.d);
+    pack_query_tile(p, pk, hb % p.batch, hb / p.batch, r / nqt, r % nqt, nqt);
   }
 }
 

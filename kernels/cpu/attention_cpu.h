@@ -22,7 +22,9 @@ void attention_backward(const BwdParams& p);
 // Q, dO, LSE and Delta to float32 tiles; instead they can share one pack of
 // backward_query_pack_bytes(p) bytes (64-byte aligned caller memory) passed as
 // BwdParams::query_pack, with bitwise the same results. Only the shape and the query side (q,
-// dout, lse, delta) of `p` are read; they must not change while the pack is in use.
+// dout, lse, delta) of `p` are read; they must not change while the pack is in use. The pack is
+// head-major: kv heads [h0, h0 + n) of it, at byte h0 * backward_query_pack_bytes(p) / p.hkv,
+// serve a call over those heads alone.
 // The forward's key side prepared once for several calls over the same key rows (the ring's
 // query chunks of one step): forward_key_pack_bytes(p) bytes (64-byte aligned caller memory)
 // filled by pack_forward_keys and passed as FwdParams::key_pack give bitwise the results of
@@ -49,6 +51,10 @@ void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& sr
 // head computed on several ranks, added up).
 void accumulate(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
                 const TensorRef& dst);
+// dst = a + b cast to dst's dtype, a and b float32 (the ring's gradient accumulators of one block:
+// this rank's contribution and the others', summed and cast in one pass).
+void add_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& a,
+                 const TensorRef& b, const TensorRef& dst);
 
 }  // namespace cpu
 }  // namespace ringattn

@@ -77,6 +77,21 @@ void convert_rows(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRe
 
 }  // namespace
 
+void add_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& a,
+                 const TensorRef& b, const TensorRef& dst) {
+  const int64_t rows = batch * s * h;
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * d}}, omp_get_max_threads());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t hh = r % h, ss = (r / h) % s, bb = r / (h * s);
+    float* sum = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
+    const float* x = static_cast<const float*>(tensor_row(a, bb, ss, hh));
+    const float* y = static_cast<const float*>(tensor_row(b, bb, ss, hh));
+    for (int64_t i = 0; i < d; ++i) sum[i] = x[i] + y[i];
+    store_row(dst.dtype, sum, d, 1.0f, tensor_row(dst, bb, ss, hh));
+  }
+}
+
 void convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef& src,
              const TensorRef& dst) {
   convert_rows<false>(batch, s, h, d, src, dst);

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attention_cpu.h"
@@ -208,6 +209,94 @@ TEST(BackwardQueryPack, CallsReadThePack) {
   EXPECT_TRUE(any_nan(g.dq));
   EXPECT_TRUE(any_nan(g.dk));
   EXPECT_TRUE(any_nan(g.dv));
+}
+
+TensorRef heads_from(TensorRef t, int64_t h0) {
+  t.data = static_cast<char*>(t.data) + h0 * t.stride_h * (t.dtype == kF32 ? 4 : 2);
+  return t;
+}
+
+RowStatRef heads_from(RowStatRef r, int64_t h0) {
+  r.data += h0 * r.stride_h;
+  return r;
+}
+
+// The ring's head chunks: calls over a range of key/value heads (and their query heads) read
+// their part of one pack (head-major) and give bitwise the whole call's gradients for those
+// heads; a call with overwrite_kv writes dK/dV over whatever they held, as adding into zeros.
+TEST(BackwardQueryPack, HeadRangeCallsReadTheirPartAndOverwriteKvWritesDkDv) {
+  KernelSpec s = whole_sequence_spec(kBF16, 130, 64, kCausal, 6, 3);
+  s.batch = 2;
+  s.head_pad = 8;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + ": " + s.describe());
+  const KernelInputs in = make_inputs(s, seed);
+  BackwardInputs b(s, in);
+  const int64_t sq = s.qb.rows(), sk = s.kb.rows(), group = s.hq / s.hkv;
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    omp_set_num_threads(threads);
+    // kv heads per call: all 3 at once, then (2, 1); dK/dV start as zeros (add) or NaN
+    // (overwrite_kv).
+    std::vector<double> dq_whole, dk_whole, dv_whole;
+    for (int split = 0; split < 2; ++split) {
+      for (bool overwrite : {false, true}) {
+        HostTensor dq(kF32, s.batch, sq, s.hq, s.d, s.head_pad);
+        HostTensor dk(kF32, s.batch, sk, s.hkv, s.d, s.head_pad);
+        HostTensor dv(kF32, s.batch, sk, s.hkv, s.d, s.head_pad);
+        dq.fill(std::vector<double>(static_cast<size_t>(s.batch * sq * s.hq * s.d), 0.5));
+        const double start = overwrite ? NAN : 0.0;
+        dk.fill(std::vector<double>(static_cast<size_t>(s.batch * sk * s.hkv * s.d), start));
+        dv.fill(std::vector<double>(static_cast<size_t>(s.batch * sk * s.hkv * s.d), start));
+        BwdParams p = b.params(s);
+        p.dq = dq.ref();
+        p.dk = dk.ref();
+        p.dv = dv.ref();
+        p.accumulate = true;
+        p.overwrite_kv = overwrite;
+        const size_t bytes = cpu::backward_query_pack_bytes(p);
+        std::unique_ptr<void, decltype(&free)> mem(aligned_alloc(64, (bytes + 63) / 64 * 64),
+                                                   &free);
+        cpu::pack_backward_queries(p, mem.get());
+        p.query_pack = mem.get();
+        const std::vector<std::pair<int64_t, int64_t>> calls =
+            split == 0 ? std::vector<std::pair<int64_t, int64_t>>{{0, 3}}
+                       : std::vector<std::pair<int64_t, int64_t>>{{0, 2}, {2, 3}};
+        for (const auto& [h0, h1] : calls) {
+          BwdParams call = p;
+          call.hkv = h1 - h0;
+          call.hq = call.hkv * group;
+          call.q = heads_from(p.q, h0 * group);
+          call.dout = heads_from(p.dout, h0 * group);
+          call.o = heads_from(p.o, h0 * group);
+          call.dq = heads_from(p.dq, h0 * group);
+          call.lse = heads_from(p.lse, h0 * group);
+          call.delta = heads_from(p.delta, h0 * group);
+          call.k = heads_from(p.k, h0);
+          call.v = heads_from(p.v, h0);
+          call.dk = heads_from(p.dk, h0);
+          call.dv = heads_from(p.dv, h0);
+          call.query_pack =
+              static_cast<const char*>(p.query_pack) + bytes / static_cast<size_t>(s.hkv) * h0;
+          cpu::attention_backward(call);
+        }
+        ASSERT_FALSE(any_nan(dk.values()) || any_nan(dv.values()));
+        if (split == 0 && !overwrite) {
+          dq_whole = dq.values();
+          dk_whole = dk.values();
+          dv_whole = dv.values();
+          ASSERT_NE(dk_whole, std::vector<double>(dk_whole.size(), 0.0));
+          continue;
+        }
+        EXPECT_TRUE(bitwise_equal(dq.values(), dq_whole)) << split << overwrite;
+        // Written or added to zeros: equal values (a zero's sign may differ).
+        EXPECT_TRUE(dk.values() == dk_whole) << split << overwrite;
+        EXPECT_TRUE(dv.values() == dv_whole) << split << overwrite;
+      }
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST(BackwardQueryPack, NothingToPackForAnEmptyBatchOrQueryBlock) {

@@ -95,6 +95,41 @@ inline std::vector<RingCase> ring_cases(bool backward) {
     c.head_pad = 8;
     add(c);
   }
+  // At least as many key/value heads as chunks (4): the CPU backend chunks steps by heads, not
+  // rows (RingPlan), including an uneven split (5 heads: 2, 1, 1, 1) and GQA groups.
+  {
+    RingCase c;
+    c.name = "head chunks: GQA 10:5, causal";
+    c.scheme = RINGATTN_SCHEME_ZIGZAG;
+    c.layout = fixed(2, 157);
+    c.hq = 10;
+    c.hkv = 5;
+    c.causal = true;
+    add(c);
+    c.name = "head chunks: MHA 4:4, window (9, 5), non-dense strides";
+    c.scheme = RINGATTN_SCHEME_STRIPED;
+    c.hq = c.hkv = 4;
+    c.head_pad = 8;
+    c.causal = false;
+    c.window_left = 9;
+    c.window_right = 5;
+    add(c);
+    c.name = "head chunks: GQA 8:4 packed uneven lengths, full";
+    c.scheme = RINGATTN_SCHEME_CONTIGUOUS;
+    c.layout = packed_lengths({1, 37, 3, 0, 64, 2, 11, 29});
+    c.hq = 8;
+    c.hkv = 4;
+    c.head_pad = 0;
+    c.window_left = c.window_right = -1;
+    add(c);
+    c.name = "head chunks: bfloat16 packed, causal window (6, 0)";
+    c.scheme = RINGATTN_SCHEME_ZIGZAG;
+    c.dtype = kBF16;
+    c.causal = true;
+    c.window_left = 6;
+    c.window_right = 0;
+    add(c);
+  }
   for (int64_t d : {40, 64, 128, 256}) {
     RingCase c;
     c.name = "head dim";

@@ -65,6 +65,44 @@ TEST(RingPlan, ChunksCoverEachBlockExactlyAndAgreeWithTheirPositions) {
   }
 }
 
+TEST(RingPlan, HeadChunksSplitTheHeadsAndTakeWholeBlocks) {
+  for (int64_t hkv : {4, 5, 11}) {
+    RingProblem prob = problem(3, 1, kZigzag, 50, make_mask_spec(true, -1, -1), 4);
+    prob.chunk_kv_heads = hkv;
+    RingPlan plan;
+    plan.build(prob);
+    ASSERT_TRUE(plan.head_chunks());
+    EXPECT_EQ(plan.slot_rows(), plan.max_rows());
+    int64_t next = 0, most = 0;
+    for (int c = 0; c < 4; ++c) {
+      const HeadRange hr = plan.kv_heads(c);
+      EXPECT_EQ(hr.h0, next) << hkv << " " << c;
+      EXPECT_GE(hr.count, hkv / 4);
+      EXPECT_LE(hr.count, hkv / 4 + 1);
+      next += hr.count;
+      most = hr.count > most ? hr.count : most;
+      EXPECT_EQ(plan.q_chunk(c).rows, plan.rows_of(1));
+      for (int s = 0; s < 3; ++s) {
+        EXPECT_EQ(plan.k_chunk(s, c).row0, 0);
+        EXPECT_EQ(plan.k_chunk(s, c).rows, plan.rows_of(s));
+      }
+      // Every chunk holds every row: its visibility is the step's.
+      for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(plan.fwd_visible(i, c), plan.step_visible_fwd(i));
+        EXPECT_EQ(plan.bwd_visible(i, c), plan.step_visible_bwd(i));
+      }
+    }
+    EXPECT_EQ(next, hkv);
+    EXPECT_EQ(plan.slot_heads(hkv), most);
+  }
+  // Row chunks: every head in each chunk.
+  RingPlan rows;
+  rows.build(problem(3, 1, kZigzag, 50, MaskSpec{-1, -1}, 4));
+  EXPECT_FALSE(rows.head_chunks());
+  EXPECT_EQ(rows.kv_heads(2).count, -1);
+  EXPECT_EQ(rows.slot_heads(7), 7);
+}
+
 TEST(RingPlan, CausalContiguousHidesEveryLaterBlock) {
   const int P = 4;
   for (int r = 0; r < P; ++r) {
