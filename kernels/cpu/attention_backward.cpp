@@ -188,12 +188,14 @@ void attention_backward(const BwdParams& p) {
         for (int64_t kt = 0; kt < nkt; ++kt) {
           const int64_t k0 = kt * kBlockK, cols = kix.tile_rows(kt);
           for (int64_t i = 0; i < 2 * kBlockK * d; ++i) dkv[i] = 0.0f;
+          bool seen = false;  // does any query of this call see a key of this tile?
           const float* krows = kpack + k0 * d;
           const float* vrows = vpack + k0 * d;
           for (int64_t g = 0; g < group; ++g) {
             for (int64_t qt = 0; qt < nqt; ++qt) {
               const TileClass cls = classify_tile(p.mask, qix.ranges[qt], kix.ranges[kt]);
               if (cls == kTileHidden) continue;
+              seen = true;
               const int64_t q0 = qt * kBlockQ, rows = qix.tile_rows(qt);
               const int64_t rows_pad = (rows + lanes - 1) / lanes * lanes;
               const int64_t tile = g * nqt + qt;
@@ -244,7 +246,8 @@ void attention_backward(const BwdParams& p) {
               }
             }
           }
-          for (int64_t j = 0; j < cols; ++j) {  // every key row, visible or not
+          if (!seen && add_kv) continue;  // nothing to add
+          for (int64_t j = 0; j < cols; ++j) {  // written: every key row, visible or not
             store_row(p.dk.dtype, dk_acc + j * d, d, scale, tensor_row(p.dk, b, k0 + j, hk),
                       add_kv);
             store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk),

@@ -131,6 +131,15 @@ void attention_forward(const FwdParams& p) {
     const int64_t hk = h / group;
     const int64_t q0 = qt * kBlockQ;
     const int64_t rows = qix.tile_rows(qt);
+    // A tile that sees no key of this call leaves the partial result it would merge into as it
+    // is (a ring step's call covers rows that see none of its block).
+    if (p.out_mode == kOutMergeF32) {
+      bool any = false;
+      for (int64_t kt = 0; kt < nkt && !any; ++kt) {
+        any = classify_tile(p.mask, qix.ranges[qt], kix.ranges[kt]) != kTileHidden;
+      }
+      if (!any) continue;
+    }
     float* qs = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(kBlockQ * d));
     float* acc = thread_scratch(kSlotTileB).get<float>(static_cast<size_t>(kBlockQ * d));
     float* s = thread_scratch(kSlotTileC).get<float>(static_cast<size_t>(kBlockQ * kBlockK));
