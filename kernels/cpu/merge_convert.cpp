@@ -54,7 +54,8 @@ void convert_rows(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRe
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t hh = r % h, ss = (r / h) % s, b = r / (h * s);
     void* out = tensor_row(dst, b, ss, hh);
-    // Direct paths (no staging row): zeros, and float32 sources (the ring's accumulators).
+    // Direct paths (no staging row): zeros, float32 sources (the ring's accumulators) and
+    // copies.
     if (src.data == nullptr) {
       if (!kAdd) std::memset(out, 0, dst_row_bytes);
       continue;
@@ -62,6 +63,10 @@ void convert_rows(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRe
     if (src.dtype == kF32) {
       store_row(dst.dtype, static_cast<const float*>(tensor_row(src, b, ss, hh)), d, 1.0f, out,
                 kAdd);
+      continue;
+    }
+    if (!kAdd && src.dtype == dst.dtype) {  // a copy (the ring's K/V buffer)
+      std::memcpy(out, tensor_row(src, b, ss, hh), dst_row_bytes);
       continue;
     }
     float* buf = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
