@@ -153,8 +153,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
           p.lse = offset_heads(p.lse, h0);
           p.delta = offset_heads(p.delta, h0);
           if (p.query_pack != nullptr) {
-            p.query_pack = static_cast<const char*>(p.query_pack) +
-                           qpack_head * static_cast<size_t>(hr.h0);
+            p.query_pack =
+                static_cast<const char*>(p.query_pack) + qpack_head * static_cast<size_t>(hr.h0);
           }
         }
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
@@ -198,13 +198,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     const Status st = timed_compute([&] {
       const HeadRange hr = heads_of(c);
       for (int which = 0; which < 2; ++which) {
-        const TensorRef out = offset_heads(
-            offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), hr.h0);
+        const TensorRef out =
+            offset_heads(offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), hr.h0);
         RINGATTN_RETURN_IF_ERROR(
-            P > 1 ? backend_->add_convert(B, kc.rows, hr.count, D, grad_ref(own, which, c),
-                                          grad_ref(others, which, c), out, stream)
-                  : backend_->convert(B, kc.rows, hr.count, D, grad_ref(own, which, c), out,
-                                      stream));
+            P > 1
+                ? backend_->add_convert(B, kc.rows, hr.count, D, grad_ref(own, which, c),
+                                        grad_ref(others, which, c), out, stream)
+                : backend_->convert(B, kc.rows, hr.count, D, grad_ref(own, which, c), out, stream));
       }
       return RINGATTN_SUCCESS;
     });

@@ -103,8 +103,9 @@ void RingPlan::build(const RingProblem& prob) {
   const int32_t row_parts = head_chunks() ? 1 : C;
   slot_rows_ = (max_rows_ + row_parts - 1) / row_parts;
   auto part = [&](const RowChunk& whole, int32_t c) {
-    return head_chunks() ? whole
-                         : slice(whole, split_offset(whole.rows, C, c), split_size(whole.rows, C, c));
+    return head_chunks()
+               ? whole
+               : slice(whole, split_offset(whole.rows, C, c), split_size(whole.rows, C, c));
   };
   const RowChunk own = block_[prob.rank];
   q_chunks_.clear();

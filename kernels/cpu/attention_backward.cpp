@@ -7,17 +7,18 @@
 // receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
 // the buffers are summed in thread order afterwards; one thread adding into float32 dQ (the ring's
 // accumulator) adds its products straight into it instead, scaled as they are made, so that a
-// call touching few query rows costs nothing for the others. Key tiles are dealt to threads statically,
-// so the result is bitwise reproducible for a fixed thread count. Calls that share their query
-// rows (the ring's key chunks and steps) can take the query side packed once for all groups
-// (pack_backward_queries), by the same routine, so their results are bitwise those of unpacked
-// calls.
+// call touching few query rows costs nothing for the others. Key tiles are dealt to threads
+// statically, so the result is bitwise reproducible for a fixed thread count. Calls that share
+// their query rows (the ring's key chunks and steps) can take the query side packed once for all
+// groups (pack_backward_queries), by the same routine, so their results are bitwise those of
+// unpacked calls.
 //
 // Tiles are computed transposed (key rows x query columns): S^T = K Q^T puts the query index on
 // the vector lanes, where LSE and Delta are per-lane loads, and makes dV += P^T dO and
 // dK += dS^T Q plain NN GEMMs; only dS is transposed (once per tile) for dQ += dS K.
 #include <math.h>
 #include <omp.h>
+#include <string.h>
 
 #include <vector>
 
@@ -187,15 +188,15 @@ void attention_backward(const BwdParams& p) {
 #pragma omp for schedule(static, 1)
         for (int64_t kt = 0; kt < nkt; ++kt) {
           const int64_t k0 = kt * kBlockK, cols = kix.tile_rows(kt);
-          for (int64_t i = 0; i < 2 * kBlockK * d; ++i) dkv[i] = 0.0f;
-          bool seen = false;  // does any query of this call see a key of this tile?
+          // Does any query of this call see a key of this tile? The first that does writes the
+          // tile's dK/dV accumulators, the others add to them.
+          bool seen = false;
           const float* krows = kpack + k0 * d;
           const float* vrows = vpack + k0 * d;
           for (int64_t g = 0; g < group; ++g) {
             for (int64_t qt = 0; qt < nqt; ++qt) {
               const TileClass cls = classify_tile(p.mask, qix.ranges[qt], kix.ranges[kt]);
               if (cls == kTileHidden) continue;
-              seen = true;
               const int64_t q0 = qt * kBlockQ, rows = qix.tile_rows(qt);
               const int64_t rows_pad = (rows + lanes - 1) / lanes * lanes;
               const int64_t tile = g * nqt + qt;
@@ -231,13 +232,14 @@ void attention_backward(const BwdParams& p) {
               }
               const float* qrows = pk.q + (g * sq + q0) * d;
               const float* drows = pk.dout + (g * sq + q0) * d;
-              gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, true);
-              gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, true);
+              gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, seen);
+              gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, seen);
+              seen = true;
               if (dq_direct) {
                 transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK, scale);
                 gemm_nn(rows, d, cols, ds, kBlockK, krows, d,
-                        static_cast<float*>(tensor_row(p.dq, b, q0, hk * group + g)),
-                        p.dq.stride_s, true);
+                        static_cast<float*>(tensor_row(p.dq, b, q0, hk * group + g)), p.dq.stride_s,
+                        true);
               } else {
                 transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
                 gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d,
@@ -246,12 +248,20 @@ void attention_backward(const BwdParams& p) {
               }
             }
           }
-          if (!seen && add_kv) continue;  // nothing to add
-          for (int64_t j = 0; j < cols; ++j) {  // written: every key row, visible or not
+          if (!seen) {  // nothing to add; written: zeros
+            if (add_kv) continue;
+            const size_t dk_row = static_cast<size_t>(d) * dtype_size(p.dk.dtype);
+            const size_t dv_row = static_cast<size_t>(d) * dtype_size(p.dv.dtype);
+            for (int64_t j = 0; j < cols; ++j) {
+              memset(tensor_row(p.dk, b, k0 + j, hk), 0, dk_row);
+              memset(tensor_row(p.dv, b, k0 + j, hk), 0, dv_row);
+            }
+            continue;
+          }
+          for (int64_t j = 0; j < cols; ++j) {
             store_row(p.dk.dtype, dk_acc + j * d, d, scale, tensor_row(p.dk, b, k0 + j, hk),
                       add_kv);
-            store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk),
-                      add_kv);
+            store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk), add_kv);
           }
         }
 
