@@ -37,7 +37,6 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   const AttnShape& shape = cur_->ring;
   const int32_t P = plan.world(), C = plan.chunks(), me = ring_->rank();
   const int64_t B = shape.batch, S = shape.seq, Hq = shape.hq, Hkv = shape.hkv, D = shape.d;
-  const int64_t group = Hq / Hkv;
   const bool packed = shape.packed;
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
@@ -47,11 +46,6 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   // chunk's rows and key/value heads), so that a chunk is one contiguous message whatever the
   // block.
   const int64_t slot_heads = plan.slot_heads(Hkv);
-  // The key/value heads of chunk c: first, count.
-  auto heads_of = [&](int32_t c) {
-    const HeadRange hr = plan.kv_heads(c);
-    return hr.count >= 0 ? hr : HeadRange{0, Hkv};
-  };
   const BwdLayout at = backward_layout(*cur_);
   const size_t kv_bytes = at.kv_bytes, dq_bytes = at.dq_bytes, delta_bytes = at.delta_bytes;
   const size_t slot_bytes = at.slot_bytes, grad_bytes = at.grad_bytes;
@@ -70,13 +64,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};
   char* const own = grad[1] + grad_bytes;
   auto grad_ref = [&](char* buf, int which, int32_t c) {
-    const int64_t nh = heads_of(c).count;
+    const int64_t nh = plan.kv_heads(c, Hkv).count;
     float* base = reinterpret_cast<float*>(buf + slot_bytes * c) + which * B * nh * D;
     return TensorRef{base, kF32, nh * D, 2 * B * nh * D, D};
   };
   // Bytes of chunk c of a block whose chunk has `rows` rows.
   auto chunk_bytes = [&](int32_t c, int64_t rows) {
-    return sizeof(float) * static_cast<size_t>(rows * 2 * B * heads_of(c).count * D);
+    return sizeof(float) * static_cast<size_t>(rows * 2 * B * plan.kv_heads(c, Hkv).count * D);
   };
   auto slot = [&](char* buf, int32_t c) { return buf + slot_bytes * c; };
   char* const qpack = own + grad_bytes;
@@ -127,7 +121,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
     for (int32_t c = 0; c < C; ++c) {
       const RowChunk& kc = plan.k_chunk(src, c);
-      const HeadRange hr = heads_of(c);
+      const HeadRange hr = plan.kv_heads(c, Hkv);
       if (i > 1) {  // the accumulator of this chunk arrived from the previous rank
         const Status st = wait(&chunk_ex_[c]);
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
@@ -137,25 +131,21 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
         BwdParams p = qside;
         p.overwrite_kv = first;
         p.sk = kc.rows;
-        p.k = offset_heads(kv_ref(kv[cur], 0, kc.row0), hr.h0);
-        p.v = offset_heads(kv_ref(kv[cur], 1, kc.row0), hr.h0);
+        p.k = kv_ref(kv[cur], 0, kc.row0);
+        p.v = kv_ref(kv[cur], 1, kc.row0);
         p.dk = grad_ref(acc, 0, c);
         p.dv = grad_ref(acc, 1, c);
         p.k_pos = plan.map(kc);
-        if (hr.count != Hkv) {  // a chunk of heads: its query heads' part of the query side
-          const int64_t h0 = hr.h0 * group;
-          p.hkv = hr.count;
-          p.hq = hr.count * group;
-          p.q = offset_heads(p.q, h0);
-          p.dout = offset_heads(p.dout, h0);
-          p.o = offset_heads(p.o, h0);
-          p.dq = offset_heads(p.dq, h0);
-          p.lse = offset_heads(p.lse, h0);
-          p.delta = offset_heads(p.delta, h0);
-          if (p.query_pack != nullptr) {
-            p.query_pack =
-                static_cast<const char*>(p.query_pack) + qpack_head * static_cast<size_t>(hr.h0);
-          }
+        // The chunk's heads (all of them for row chunks) and their part of the query side.
+        const int64_t h0 = narrow_heads(hr, &p);
+        p.dout = offset_heads(p.dout, h0);
+        p.o = offset_heads(p.o, h0);
+        p.dq = offset_heads(p.dq, h0);
+        p.lse = offset_heads(p.lse, h0);
+        p.delta = offset_heads(p.delta, h0);
+        if (p.query_pack != nullptr) {
+          p.query_pack =
+              static_cast<const char*>(p.query_pack) + qpack_head * static_cast<size_t>(hr.h0);
         }
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
         if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
@@ -196,7 +186,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     // Later chunks' accumulators may still be arriving: a failure here abandons them too, so
     // that no exchange outlives the call.
     const Status st = timed_compute([&] {
-      const HeadRange hr = heads_of(c);
+      const HeadRange hr = plan.kv_heads(c, Hkv);
       for (int which = 0; which < 2; ++which) {
         const TensorRef out =
             offset_heads(offset_rows(tensor_ref(which == 0 ? *dk : *dv, packed), kc.row0), hr.h0);

@@ -33,6 +33,16 @@ RowStatRef offset_heads(const RowStatRef& t, int64_t h0) {
   return r;
 }
 
+int64_t narrow_heads(const HeadRange& kv, AttnCall* call) {
+  const int64_t group = call->hq / call->hkv, q0 = kv.h0 * group;
+  call->q = offset_heads(call->q, q0);
+  call->k = offset_heads(call->k, kv.h0);
+  call->v = offset_heads(call->v, kv.h0);
+  call->hq = kv.count * group;
+  call->hkv = kv.count;
+  return q0;
+}
+
 RingContext::RingContext(std::unique_ptr<comm::Transport> transport, Backend* backend,
                          int32_t chunks, bool capturable, HybridLayout layout)
     : transport_(std::move(transport)),

@@ -284,5 +284,8 @@ TensorRef offset_rows(const TensorRef& t, int64_t row0);
 RowStatRef offset_rows(const RowStatRef& t, int64_t row0);
 TensorRef offset_heads(const TensorRef& t, int64_t h0);
 RowStatRef offset_heads(const RowStatRef& t, int64_t h0);
+// Narrows a call to the key/value heads `kv` and their query heads: q, k, v and the head
+// counts (the caller narrows the tensors its call type adds). Returns the first query head.
+int64_t narrow_heads(const HeadRange& kv, AttnCall* call);
 
 }  // namespace ringattn

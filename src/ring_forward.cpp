@@ -65,21 +65,12 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     for (int32_t c = 0; c < C; ++c) {
       if (!plan.fwd_visible(i, c)) continue;
       const RowChunk& qc = plan.q_chunk(c);
-      const HeadRange hr = plan.kv_heads(c);
       FwdParams p = keys;
       p.sq = qc.rows;
       p.q = offset_rows(qref, qc.row0);
-      p.o = offset_rows(o_acc, qc.row0);
-      p.lse = offset_rows(lse_acc, qc.row0);
-      if (hr.count >= 0) {  // a chunk of heads: every row
-        p.hkv = hr.count;
-        p.hq = hr.count * group;
-        p.k = offset_heads(p.k, hr.h0);
-        p.v = offset_heads(p.v, hr.h0);
-        p.q = offset_heads(p.q, hr.h0 * group);
-        p.o = offset_heads(p.o, hr.h0 * group);
-        p.lse = offset_heads(p.lse, hr.h0 * group);
-      }
+      const int64_t h0 = narrow_heads(plan.kv_heads(c, Hkv), &p);
+      p.o = offset_heads(offset_rows(o_acc, qc.row0), h0);
+      p.lse = offset_heads(offset_rows(lse_acc, qc.row0), h0);
       p.q_pos = plan.map(qc);
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
@@ -99,10 +90,8 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
     for (int32_t c = 0; c < C; ++c) {
       const RowChunk& qc = plan.q_chunk(c);
       if (chunk_init_[c] || qc.rows == 0) continue;
-      const HeadRange hr = plan.kv_heads(c);
-      const int64_t h0 = hr.count >= 0 ? hr.h0 * group : 0;
-      const int64_t nh = hr.count >= 0 ? hr.count * group : Hq;
-      if (nh == 0) continue;
+      const HeadRange hr = plan.kv_heads(c, Hkv);
+      const int64_t h0 = hr.h0 * group, nh = hr.count * group;
       const TensorRef zero{nullptr, kF32, 0, 0, 0};
       RINGATTN_RETURN_IF_ERROR(backend_->convert(
           B, qc.rows, nh, D, zero, offset_heads(offset_rows(o_acc, qc.row0), h0), stream));

@@ -45,9 +45,9 @@ struct RowChunk {
   int32_t run0 = 0, num_runs = 0;  // into RingPlan::runs_
 };
 
-// The key/value heads of a chunk; count < 0: all of them (row chunks).
+// The key/value heads of a chunk: [h0, h0 + count).
 struct HeadRange {
-  int64_t h0 = 0, count = -1;
+  int64_t h0 = 0, count = 0;
 };
 
 class RingPlan {
@@ -77,14 +77,15 @@ class RingPlan {
   // gradient-accumulator slot.
   int64_t slot_rows() const { return slot_rows_; }
   bool head_chunks() const { return prob_.chunk_kv_heads > 0; }
-  // Chunk c's key/value heads (its query heads are the groups of these).
-  HeadRange kv_heads(int32_t c) const {
-    if (!head_chunks()) return HeadRange{};
+  // Chunk c's key/value heads of the ring's `hkv` (its query heads are the groups of these):
+  // all of them for row chunks.
+  HeadRange kv_heads(int32_t c, int64_t hkv) const {
+    if (!head_chunks()) return HeadRange{0, hkv};
     return HeadRange{split_offset(prob_.chunk_kv_heads, prob_.chunks, c),
                      split_size(prob_.chunk_kv_heads, prob_.chunks, c)};
   }
-  // The most key/value heads of one chunk, given the ring's `hkv`.
-  int64_t slot_heads(int64_t hkv) const { return head_chunks() ? kv_heads(0).count : hkv; }
+  // The most key/value heads of one chunk (the first has the most).
+  int64_t slot_heads(int64_t hkv) const { return kv_heads(0, hkv).count; }
   // The rank whose block this rank holds at step i (i = 0 is its own).
   int32_t step_source(int32_t i) const {
     return static_cast<int32_t>((prob_.rank - i + prob_.world) % prob_.world);

@@ -75,7 +75,7 @@ TEST(RingPlan, HeadChunksSplitTheHeadsAndTakeWholeBlocks) {
     EXPECT_EQ(plan.slot_rows(), plan.max_rows());
     int64_t next = 0, most = 0;
     for (int c = 0; c < 4; ++c) {
-      const HeadRange hr = plan.kv_heads(c);
+      const HeadRange hr = plan.kv_heads(c, hkv);
       EXPECT_EQ(hr.h0, next) << hkv << " " << c;
       EXPECT_GE(hr.count, hkv / 4);
       EXPECT_LE(hr.count, hkv / 4 + 1);
@@ -99,7 +99,8 @@ TEST(RingPlan, HeadChunksSplitTheHeadsAndTakeWholeBlocks) {
   RingPlan rows;
   rows.build(problem(3, 1, kZigzag, 50, MaskSpec{-1, -1}, 4));
   EXPECT_FALSE(rows.head_chunks());
-  EXPECT_EQ(rows.kv_heads(2).count, -1);
+  EXPECT_EQ(rows.kv_heads(2, 7).h0, 0);
+  EXPECT_EQ(rows.kv_heads(2, 7).count, 7);
   EXPECT_EQ(rows.slot_heads(7), 7);
 }
 
