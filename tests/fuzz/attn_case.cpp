@@ -405,11 +405,13 @@ std::string AttnCase::descriptor_fault(Role r) const {
 std::string AttnCase::params_fault() const {
   if (!ring_ && backend != RINGATTN_BACKEND_CPU) return "backend " + std::to_string(backend);
   if (!params_present) return "params NULL";
-  // Versioned: the first version ends with window_right (32 bytes), whose missing fields take
-  // their defaults; a longer struct is read up to the fields the library knows; any other size
-  // is an error.
+  // Versioned: the first version ends with window_right (32 bytes), the second with num_seqs
+  // (56 bytes); their missing fields take their defaults; a longer struct is read up to the
+  // fields the library knows; any other size is an error.
   constexpr size_t kFirstVersion = offsetof(ringattn_attn_params_t, window_right) + sizeof(int64_t);
-  if (params.struct_size != kFirstVersion && params.struct_size < sizeof(params)) {
+  constexpr size_t kSecondVersion = offsetof(ringattn_attn_params_t, num_seqs) + sizeof(int64_t);
+  if (params.struct_size != kFirstVersion && params.struct_size != kSecondVersion &&
+      params.struct_size < sizeof(params)) {
     return "struct_size";
   }
   ringattn_attn_params_t p = RINGATTN_ATTN_PARAMS_INIT;
