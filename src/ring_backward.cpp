@@ -58,7 +58,8 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
   char* kv[2] = {ws, ws + kv_bytes};
   char* p0 = ws + 2 * kv_bytes;
-  const TensorRef dq_acc{p0, kF32, S * Hq * D, Hq * D, D};
+  // [B, Hq, S, D]: a tile's dQ rows are contiguous (rows Hq * D floats apart alias in cache).
+  const TensorRef dq_acc{p0, kF32, S * Hq * D, D, S * D};
   const RowStatRef delta{reinterpret_cast<float*>(p0 + dq_bytes), Hq * S, S};
   // Accumulators in flight (double-buffered by step), and this rank's own block's (step 0).
   char* grad[2] = {p0 + dq_bytes + delta_bytes, p0 + dq_bytes + delta_bytes + grad_bytes};

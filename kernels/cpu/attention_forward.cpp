@@ -45,6 +45,9 @@ int64_t packed_kt_floats(const FwdParams& p) {
 int64_t packed_v_floats(const FwdParams& p) { return p.batch * p.hkv * p.sk * p.d; }
 
 // Packs K and V into `kt` and `v` (the layouts of PackedKV).
+// K rows are converted into a float32 block and transposed into the tile by libxsmm's
+// transposition (a scalar transpose costs more than the conversion: each key row touches d cache
+// lines of the tile).
 void pack_kv_into(const FwdParams& p, float* kt, float* v) {
   const int64_t d = p.d, nkt = key_tiles(p);
   const int64_t items = p.batch * p.hkv * nkt;
@@ -53,13 +56,12 @@ void pack_kv_into(const FwdParams& p, float* kt, float* v) {
     const int64_t t = it % nkt, bh = it / nkt, b = bh / p.hkv, h = bh % p.hkv;
     const int64_t k0 = t * kBlockK;
     const int64_t cols = p.sk - k0 < kBlockK ? p.sk - k0 : kBlockK;
-    float* row = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
-    float* kt_tile = kt + it * d * kBlockK;
+    float* rows = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(kBlockK * d));
     for (int64_t j = 0; j < cols; ++j) {
-      load_row(p.k.dtype, tensor_row(p.k, b, k0 + j, h), d, 1.0f, row);
-      for (int64_t c = 0; c < d; ++c) kt_tile[c * kBlockK + j] = row[c];
+      load_row(p.k.dtype, tensor_row(p.k, b, k0 + j, h), d, 1.0f, rows + j * d);
       load_row(p.v.dtype, tensor_row(p.v, b, k0 + j, h), d, 1.0f, v + (bh * p.sk + k0 + j) * d);
     }
+    transpose(rows, cols, d, d, kt + it * d * kBlockK, kBlockK);
   }
 }
 
@@ -102,7 +104,7 @@ size_t forward_key_pack_bytes(const FwdParams& p) {
 
 void pack_forward_keys(const FwdParams& p, void* pack) {
   if (forward_key_pack_bytes(p) == 0) return;
-  reserve_thread_scratch({{kSlotTileA, sizeof(float) * p.d}}, omp_get_max_threads());
+  reserve_thread_scratch({{kSlotTileA, sizeof(float) * kBlockK * p.d}}, omp_get_max_threads());
   float* kt = static_cast<float*>(pack);
   pack_kv_into(p, kt, kt + packed_kt_floats(p));
 }

@@ -1,6 +1,6 @@
 // Rows of f32/f16/bf16 elements to and from float32 scratch (the kernels compute in float32).
 // f16 uses F16C through Highway; bf16 -> f32 is exact, f32 -> bf16 rounds to nearest even (Highway
-// 1.0's DemoteTo truncates, so it is done here on the integer bits).
+// 1.0's DemoteTo truncates, so it is done here on the integer bits, a vector at a time).
 #pragma once
 
 #include <hwy/highway.h>
@@ -150,9 +150,27 @@ inline void store_row(DType t, const float* src, int64_t n, float mul, void* dst
     return;
   }
   uint16_t* d = static_cast<uint16_t*>(dst);
-  if (t == kBF16 || !RINGATTN_HWY_F16_RNE) {
-    for (; i < n; ++i)
-      d[i] = t == kBF16 ? f32_to_bf16_bits(src[i] * mul) : f32_to_f16_bits(src[i] * mul);
+  if (t == kBF16) {
+    // f32_to_bf16_bits on whole vectors: add 0x7fff plus the kept bit's parity, keep the top
+    // half (NaN: the top half with a quiet bit); the tail goes through the scalar function.
+    const hn::RebindToUnsigned<decltype(df)> du;
+    const hn::RebindToSigned<decltype(df)> di;
+    const hn::Rebind<uint16_t, decltype(df)> d16;
+    const auto bias = hn::Set(du, 0x7fffu), one = hn::Set(du, 1u), quiet = hn::Set(du, 0x40u);
+    for (; i + L <= n; i += L) {
+      const auto v = hn::Mul(hn::LoadU(df, src + i), vm);
+      const auto bits = hn::BitCast(du, v);
+      const auto hi = hn::ShiftRight<16>(bits);
+      const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(bias, hn::And(hi, one))));
+      const auto out = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), hn::Or(hi, quiet), rounded);
+      // Every lane is below 2^16, so the saturating signed demotion keeps it.
+      hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, out)), d16, d + i);
+    }
+    for (; i < n; ++i) d[i] = f32_to_bf16_bits(src[i] * mul);
+    return;
+  }
+  if (!RINGATTN_HWY_F16_RNE) {
+    for (; i < n; ++i) d[i] = f32_to_f16_bits(src[i] * mul);
     return;
   }
   for (; i < n; i += L) {

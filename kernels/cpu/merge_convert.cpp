@@ -92,7 +92,12 @@ void add_convert(int64_t batch, int64_t s, int64_t h, int64_t d, const TensorRef
     float* sum = thread_scratch(kSlotTileA).get<float>(static_cast<size_t>(d));
     const float* x = static_cast<const float*>(tensor_row(a, bb, ss, hh));
     const float* y = static_cast<const float*>(tensor_row(b, bb, ss, hh));
-    for (int64_t i = 0; i < d; ++i) sum[i] = x[i] + y[i];
+    const hn::ScalableTag<float> df;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(df));
+    int64_t i = 0;
+    for (; i + L <= d; i += L)
+      hn::StoreU(hn::Add(hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, sum + i);
+    for (; i < d; ++i) sum[i] = x[i] + y[i];
     store_row(dst.dtype, sum, d, 1.0f, tensor_row(dst, bb, ss, hh));
   }
 }

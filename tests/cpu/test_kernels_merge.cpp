@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <math.h>
 
+#include <cmath>
+#include <cstring>
+
 #include "attention_cpu.h"
 #include "kernel_runs.h"
 #include "pos_blocks.h"
@@ -195,6 +198,43 @@ TEST(KernelConvert, CastsRoundToNearestEvenAndZeroFills) {
   EXPECT_EQ(th.values()[2], 1.0);
   EXPECT_EQ(th.values()[3], 1.0 + ldexp(1.0, -9));
   EXPECT_EQ(th.values()[6], 65504.0);
+}
+
+TEST(KernelConvert, Bf16RoundingOfEveryKindOfFloatMatchesTheReference) {
+  // Raw float32 bit patterns (subnormals, ties, values rounding up to infinity, infinities, NaN)
+  // in rows of 37 elements, so that both whole vectors and the scalar tail are exercised.
+  const int64_t s = 64, d = 37;
+  const size_t n = static_cast<size_t>(s * d);
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
+  std::vector<uint32_t> bits(n);
+  const uint32_t special[] = {0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x3f808000u,
+                              0x3f818000u, 0x3f80ffffu, 0x7f7fffffu, 0xff7f8000u, 0x7f800000u,
+                              0xff800000u, 0x7fc00000u, 0xff800001u, 0x7f80ffffu, 0x7fffffffu};
+  for (size_t i = 0; i < n; ++i) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    bits[i] = static_cast<uint32_t>(state >> 32);
+    if (i % 5 == 0) bits[i] &= 0xffff8000u, bits[i] |= 0x8000u;  // a tie
+    if (i % 7 == 0) bits[i] = special[(i / 7) % (sizeof(special) / sizeof(special[0]))];
+  }
+  HostTensor src(kF32, 1, s, 1, d), dst(kBF16, 1, s, 1, d);
+  std::memcpy(src.data(), bits.data(), n * 4);
+  dst.poison();
+  cpu::convert(1, s, 1, d, src.ref(), dst.ref());
+  const uint16_t* got = static_cast<const uint16_t*>(dst.data());
+  for (size_t i = 0; i < n; ++i) {
+    float f;
+    std::memcpy(&f, &bits[i], 4);
+    if (std::isnan(f)) {  // a NaN of the same sign
+      ASSERT_EQ(got[i] & 0x7f80u, 0x7f80u) << "element " << i;
+      ASSERT_NE(got[i] & 0x7fu, 0u) << "element " << i;
+      ASSERT_EQ(got[i] >> 15, bits[i] >> 31) << "element " << i;
+    } else {
+      ASSERT_EQ(got[i], bf16_bits(static_cast<double>(f)))
+          << "element " << i << " bits " << bits[i];
+    }
+  }
 }
 
 }  // namespace
