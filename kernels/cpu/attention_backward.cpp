@@ -1,13 +1,13 @@
 // Backward of the fused attention on the host: recompute P tile by tile from the full-attention
-// LSE, then dV += P^T dO, dS = P (dP - Delta), dK += scale dS^T Q, dQ += scale dS K.
+// LSE, then dV += P^T dO, dS = scale P (dP - Delta), dK += dS^T Q, dQ += dS K.
 //
 // Work is split per (batch, kv head) group: the group's Q, dO (float32 rows and transposed tiles)
 // and K, V (float32 rows) are packed once, then each key tile is one work item that owns its dK/dV
 // rows (summed over the query heads of the GQA group), so dK/dV need no synchronization. dQ rows
 // receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
 // the buffers are summed in thread order afterwards; one thread adding into float32 dQ (the ring's
-// accumulator) adds its products straight into it instead, scaled as they are made, so that a
-// call touching few query rows costs nothing for the others. Key tiles are dealt to threads
+// accumulator) adds its products straight into it instead, so that a call touching few query rows
+// costs nothing for the others. Key tiles are dealt to threads
 // statically, so the result is bitwise reproducible for a fixed thread count. Calls that share
 // their query rows (the ring's key chunks and steps) can take the query side packed once for all
 // groups (pack_backward_queries), by the same routine, so their results are bitwise those of
@@ -76,13 +76,6 @@ QueryPack<F> carve_query_pack(F* at, int64_t g, int64_t sq, int64_t nqt, int64_t
   return p;
 }
 
-// dst = a * src^T (a = 1 is exact: packing transposes bitwise).
-void transpose_tile(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
-                    int64_t ldd, float a = 1.0f) {
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = a * src[i * lds + j];
-}
-
 // Query tile qt of head g of group (b, hk): Q, dO rows and their transposed tiles; LSE, Delta.
 // The one packing routine of both paths, so that a prepared pack holds exactly what a call would
 // have packed itself.
@@ -106,8 +99,8 @@ void pack_query_tile(const BwdParams& p, const QueryPack<float>& pk, int64_t b, 
     delta[i] = 0.0f;
   }
   const int64_t tile = g * nqt + qt;
-  transpose_tile(qrows, rows, d, d, pk.qt + tile * d * kBlockQ, kBlockQ);
-  transpose_tile(drows, rows, d, d, pk.dot + tile * d * kBlockQ, kBlockQ);
+  transpose(qrows, rows, d, d, pk.qt + tile * d * kBlockQ, kBlockQ);
+  transpose(drows, rows, d, d, pk.dot + tile * d * kBlockQ, kBlockQ);
 }
 
 }  // namespace
@@ -133,7 +126,7 @@ void attention_backward(const BwdParams& p) {
   float** const dq_bufs =
       thread_scratch(kSlotThreadPtrs).get<float*>(static_cast<size_t>(nthreads));
   for (int t = 0; t < nthreads; ++t) dq_bufs[t] = nullptr;
-  // One thread adding into float32 dQ: products go straight into it (dS scaled in its transpose).
+  // One thread adding into float32 dQ: products go straight into it.
   const bool dq_direct = nthreads == 1 && p.accumulate && p.dq.dtype == kF32;
   // Otherwise each thread's dQ buffer, then a flag per query tile: has this thread written the
   // tile yet? A tile's first product overwrites it and only written tiles are summed, so that a
@@ -215,8 +208,8 @@ void attention_backward(const BwdParams& p) {
                   // A NaN LSE (a row with a NaN score) gives NaN P: Highway's Exp need not.
                   const auto arg = hn::MulSub(hn::Load(df, sr + i), vscale, hn::LoadU(df, lse + i));
                   const auto pv = hn::IfThenElse(hn::IsNaN(arg), arg, hn::Exp(df, arg));
-                  const auto dsv =
-                      hn::Mul(pv, hn::Sub(hn::Load(df, dr + i), hn::LoadU(df, delta + i)));
+                  const auto dsv = hn::Mul(hn::Mul(pv, vscale),
+                                           hn::Sub(hn::Load(df, dr + i), hn::LoadU(df, delta + i)));
                   hn::Store(pv, df, sr + i);
                   hn::Store(dsv, df, dr + i);
                 }
@@ -235,13 +228,12 @@ void attention_backward(const BwdParams& p) {
               gemm_nn(cols, d, rows, st, kBlockQ, drows, d, dv_acc, d, seen);
               gemm_nn(cols, d, rows, dpt, kBlockQ, qrows, d, dk_acc, d, seen);
               seen = true;
+              transpose(dpt, cols, rows, kBlockQ, ds, kBlockK);
               if (dq_direct) {
-                transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK, scale);
                 gemm_nn(rows, d, cols, ds, kBlockK, krows, d,
                         static_cast<float*>(tensor_row(p.dq, b, q0, hk * group + g)), p.dq.stride_s,
                         true);
               } else {
-                transpose_tile(dpt, cols, rows, kBlockQ, ds, kBlockK);
                 gemm_nn(rows, d, cols, ds, kBlockK, krows, d, dq_mine + (g * sq + q0) * d, d,
                         written[tile] != 0);
                 written[tile] = 1;
@@ -259,8 +251,7 @@ void attention_backward(const BwdParams& p) {
             continue;
           }
           for (int64_t j = 0; j < cols; ++j) {
-            store_row(p.dk.dtype, dk_acc + j * d, d, scale, tensor_row(p.dk, b, k0 + j, hk),
-                      add_kv);
+            store_row(p.dk.dtype, dk_acc + j * d, d, 1.0f, tensor_row(p.dk, b, k0 + j, hk), add_kv);
             store_row(p.dv.dtype, dv_acc + j * d, d, 1.0f, tensor_row(p.dv, b, k0 + j, hk), add_kv);
           }
         }
@@ -280,8 +271,7 @@ void attention_backward(const BwdParams& p) {
             for (int64_t x = 0; x < d; ++x) row[x] += src[x];
           }
           if (!any && p.accumulate) continue;  // nothing to add
-          store_row(p.dq.dtype, row, d, scale, tensor_row(p.dq, b, i, hk * group + g),
-                    p.accumulate);
+          store_row(p.dq.dtype, row, d, 1.0f, tensor_row(p.dq, b, i, hk * group + g), p.accumulate);
         }
       }
     }
