@@ -41,7 +41,6 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
-  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
   // Gradient accumulators: one slot per chunk, [rows, 2 (dK, dV), B, heads, D] float32 (the
   // chunk's rows and key/value heads), so that a chunk is one contiguous message whatever the
   // block.
@@ -106,18 +105,19 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     return backend_->convert(1, slot_rows, slot_heads, D, zero,
                              TensorRef{grad[1], kF32, 0, slot_heads * D, D}, stream);
   }));
-  RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
+  KvBlock blk;  // the block of the current step: this rank's own first
+  RINGATTN_RETURN_IF_ERROR(own_kv(k, v, kv[0], &blk, stream));
 
   const int next = (me + 1) % P, prev = (me - 1 + P) % P;
-  comm::Exchange ex;
-  int cur = 0;
+  comm::Exchange ex[2];  // K and V
+  int recv_buf = 1;      // the ring buffer the next step's block arrives in
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
     const int a = i % 2;                       // accumulators in flight of this step's block
     char* const acc = i == 0 ? own : grad[a];  // where this step's contributions go
     if (i + 1 < P) {
-      const Status st = start_kv(i, kv, cur, kv_row, &ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      const Status st = start_kv(i, blk, kv[recv_buf], ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
     }
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
     for (int32_t c = 0; c < C; ++c) {
@@ -125,15 +125,15 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       const HeadRange hr = plan.kv_heads(c, Hkv);
       if (i > 1) {  // the accumulator of this chunk arrived from the previous rank
         const Status st = wait(&chunk_ex_[c]);
-        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       }
       const bool first = i < 2 && overwrite;  // this call starts the accumulator
       if (plan.bwd_visible(i, c)) {
         BwdParams p = qside;
         p.overwrite_kv = first;
         p.sk = kc.rows;
-        p.k = kv_ref(kv[cur], 0, kc.row0);
-        p.v = kv_ref(kv[cur], 1, kc.row0);
+        p.k = kv_ref(blk, 0, plan.rows_of(src), kc.row0);
+        p.v = kv_ref(blk, 1, plan.rows_of(src), kc.row0);
         p.dk = grad_ref(acc, 0, c);
         p.dv = grad_ref(acc, 1, c);
         p.k_pos = plan.map(kc);
@@ -149,13 +149,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
               static_cast<const char*>(p.query_pack) + qpack_head * static_cast<size_t>(hr.h0);
         }
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
-        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       } else if (first && kc.rows > 0) {
         const Status st = timed_compute([&] {
           return backend_->convert(1, kc.rows * 2 * B, hr.count, D, zero,
                                    TensorRef{slot(acc, c), kF32, 0, hr.count * D, D}, stream);
         });
-        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       }
       if (i > 0) {
         // Forward this chunk's accumulators; receive the same chunk of the next step's block
@@ -165,22 +165,25 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
         const size_t recv = chunk_bytes(c, plan.k_chunk(nsrc, c).rows);
         const Status st = start(slot(grad[a], c), send, next, slot(grad[1 - a], c), recv, prev,
                                 kTagGrad + c, &chunk_ex_[c]);
-        if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       }
-      progress(&ex, 1);
+      progress(ex, 2);
       progress(chunk_ex_.data(), C);
     }
     if (i + 1 < P) {
-      const Status st = wait(&ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
-      cur = 1 - cur;
+      for (comm::Exchange& e : ex) {
+        const Status st = wait(&e);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      }
+      blk = kv_block(kv[recv_buf]);
+      recv_buf = 1 - recv_buf;
     }
   }
   char* const others = grad[P % 2];  // the other ranks' contributions to this rank's block
   for (int32_t c = 0; c < C; ++c) {
     if (P > 1) {
       const Status st = wait(&chunk_ex_[c]);
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
     }
     const RowChunk& kc = plan.k_chunk(me, c);
     if (kc.rows == 0) continue;
@@ -199,7 +202,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       }
       return RINGATTN_SUCCESS;
     });
-    if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+    if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
   }
   return timed_compute(
       [&] { return backend_->convert(B, S, Hq, D, dq_acc, tensor_ref(*dq, packed), stream); });

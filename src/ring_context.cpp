@@ -132,10 +132,12 @@ Status RingContext::workspace_for(RingOp op, size_t bytes, void* stream) {
   return RINGATTN_SUCCESS;
 }
 
-Status RingContext::abandon(Status st, comm::Exchange* ex) {
+Status RingContext::abandon(Status st, comm::Exchange* ex, int n) {
   const std::string msg = last_error();
   // A broken transport fails every wait at once; a healthy one finishes what is in flight.
-  if (ex != nullptr && ex->active) ring_->wait(ex);
+  for (int i = 0; ex != nullptr && i < n; ++i) {
+    if (ex[i].active) ring_->wait(&ex[i]);
+  }
   for (comm::Exchange& e : chunk_ex_) {
     if (e.active) ring_->wait(&e);
   }
@@ -155,14 +157,21 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
 }
 
-Status RingContext::start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row,
-                             comm::Exchange* ex) {
+Status RingContext::start_kv(int32_t i, const KvBlock& send, char* recv, comm::Exchange ex[2]) {
   const RingPlan& plan = cur_->plan;
+  const AttnShape& sh = cur_->ring;
   const int P = plan.world(), me = ring_->rank();
-  const size_t send = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * kv_row;
-  const size_t recv = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * kv_row;
-  return start(kv[cur], send, (me + 1) % P, kv[1 - cur], recv, (me - 1 + P) % P, kTagKv, ex,
-               /*relay=*/i > 0);
+  const size_t row = static_cast<size_t>(sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
+  const size_t send_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * row;
+  const size_t recv_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * row;
+  const KvBlock to = kv_block(recv);
+  for (int which = 0; which < 2; ++which) {
+    RINGATTN_RETURN_IF_ERROR(start(which == 0 ? send.k : send.v, send_bytes, (me + 1) % P,
+                                   const_cast<char*>(which == 0 ? to.k : to.v), recv_bytes,
+                                   (me - 1 + P) % P, kTagKv + which, &ex[which],
+                                   /*relay=*/i > 0));
+  }
+  return RINGATTN_SUCCESS;
 }
 
 Status RingContext::wait(comm::Exchange* ex) {
@@ -178,24 +187,51 @@ void RingContext::progress(comm::Exchange* exs, int n) {
   stats_.comm_wait_seconds += ring_now() - t0;
 }
 
-TensorRef RingContext::kv_ref(void* buf, int which, int64_t row0) const {
-  const AttnShape& sh = cur_->ring;
-  const int64_t B = sh.batch, H = sh.hkv, D = sh.d;
-  const int64_t row = 2 * B * H * D;
-  const int64_t off = row0 * row + which * B * H * D;
-  return TensorRef{static_cast<char*>(buf) + off * static_cast<int64_t>(dtype_size(sh.dtype)),
-                   sh.dtype, H * D, row, D};
+namespace {
+
+// Bytes of one half (K or V) of a K/V ring buffer: [B, max_rows, Hkv, D] in the input dtype.
+size_t kv_half_bytes(const RingProblemState& st) {
+  const AttnShape& sh = st.ring;
+  return align64(static_cast<size_t>(sh.batch * st.plan.max_rows() * sh.hkv * sh.d) *
+                 dtype_size(sh.dtype));
 }
 
-Status RingContext::pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf,
-                            void* stream) {
+// A caller's tensor of `rows` rows is dense [B, rows, H, D] (one contiguous region).
+bool dense_block(const TensorRef& t, int64_t batch, int64_t rows, int64_t h, int64_t d) {
+  return t.stride_h == d && t.stride_s == h * d && (batch == 1 || t.stride_b == rows * h * d);
+}
+
+}  // namespace
+
+RingContext::KvBlock RingContext::kv_block(char* buf) const {
+  return KvBlock{buf, buf + kv_half_bytes(*cur_)};
+}
+
+TensorRef RingContext::kv_ref(const KvBlock& blk, int which, int64_t rows, int64_t row0) const {
   const AttnShape& sh = cur_->ring;
+  const int64_t H = sh.hkv, D = sh.d;
+  const char* base = which == 0 ? blk.k : blk.v;
+  return TensorRef{
+      const_cast<char*>(base) + row0 * H * D * static_cast<int64_t>(dtype_size(sh.dtype)), sh.dtype,
+      rows * H * D, H * D, D};
+}
+
+Status RingContext::own_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* buf,
+                           KvBlock* own, void* stream) {
+  const AttnShape& sh = cur_->ring;
+  const TensorRef kr = tensor_ref(*k, sh.packed), vr = tensor_ref(*v, sh.packed);
+  if (dense_block(kr, sh.batch, sh.seq, sh.hkv, sh.d) &&
+      dense_block(vr, sh.batch, sh.seq, sh.hkv, sh.d)) {
+    *own = KvBlock{static_cast<const char*>(k->data), static_cast<const char*>(v->data)};
+    return RINGATTN_SUCCESS;
+  }
+  *own = kv_block(buf);
   if (sh.seq == 0 || sh.batch == 0) return RINGATTN_SUCCESS;
   return timed_compute([&] {
-    RINGATTN_RETURN_IF_ERROR(backend_->convert(
-        sh.batch, sh.seq, sh.hkv, sh.d, tensor_ref(*k, sh.packed), kv_ref(buf, 0, 0), stream));
-    return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, tensor_ref(*v, sh.packed),
-                             kv_ref(buf, 1, 0), stream);
+    RINGATTN_RETURN_IF_ERROR(
+        backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, kr, kv_ref(*own, 0, sh.seq, 0), stream));
+    return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, vr, kv_ref(*own, 1, sh.seq, 0),
+                             stream);
   });
 }
 
@@ -234,9 +270,8 @@ Status RingContext::check_share(const AttnShape& shape, const AttnOptions& opts)
 
 FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) const {
   const AttnShape& sh = st.ring;
-  const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   FwdLayout at;
-  at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
+  at.kv_bytes = 2 * kv_half_bytes(st);
   at.o_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.lse_bytes = has_lse ? 0 : align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
   // The backend's packed key side of one block (the largest), shared by a step's row chunks.
@@ -252,9 +287,8 @@ FwdLayout RingContext::forward_layout(const RingProblemState& st, bool has_lse) 
 
 BwdLayout RingContext::backward_layout(const RingProblemState& st) const {
   const AttnShape& sh = st.ring;
-  const size_t kv_row = static_cast<size_t>(2 * sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
   BwdLayout at;
-  at.kv_bytes = align64(static_cast<size_t>(st.plan.max_rows()) * kv_row);
+  at.kv_bytes = 2 * kv_half_bytes(st);
   at.dq_bytes = align64(sizeof(float) * sh.batch * sh.seq * sh.hq * sh.d);
   at.delta_bytes = align64(sizeof(float) * sh.batch * sh.hq * sh.seq);
   const int64_t grad_row = 2 * sh.batch * st.plan.slot_heads(sh.hkv) * sh.d;

@@ -196,18 +196,30 @@ class RingContext {
   // (Transport::start_relay).
   Status start(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes, int src,
                int tag, comm::Exchange* ex, bool relay = false);
-  // Start step i's K/V exchange (i + 1 < world): ring buffer kv[cur] (the block of step i) goes
-  // to the next rank while the block of step i + 1 arrives in kv[1 - cur] from the previous one.
-  // From step 1 on the block sent is the one received at the previous step, unchanged (relay).
-  Status start_kv(int32_t i, char* const kv[2], int cur, size_t kv_row, comm::Exchange* ex);
+  // K and V of one block, each [B, rows, Hkv, D] in the input dtype and dense: the halves of a
+  // ring buffer, or this rank's own block straight from the caller's tensors where they are dense
+  // (sent and read without a copy).
+  struct KvBlock {
+    const char* k = nullptr;
+    const char* v = nullptr;
+  };
+  // The halves of ring buffer `buf`.
+  KvBlock kv_block(char* buf) const;
+  // This rank's block: the caller's K and V where both are dense, else copied into `buf`.
+  Status own_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* buf, KvBlock* own,
+                void* stream);
+  // Start step i's K/V exchange (i + 1 < world), K and V as two messages: `send` (the block of
+  // step i) goes to the next rank while the block of step i + 1 arrives in ring buffer `recv`
+  // from the previous one. From step 1 on the block sent is the one received at the previous
+  // step, unchanged (relay).
+  Status start_kv(int32_t i, const KvBlock& send, char* recv, comm::Exchange ex[2]);
+  // K (which = 0) or V (1) of a block of `rows` rows, from row `row0`.
+  TensorRef kv_ref(const KvBlock& blk, int which, int64_t rows, int64_t row0) const;
   Status transport_error(Status st);
   // After a failure in the middle of a ring, finish (bounded by the timeout) what is in flight
-  // so that no transfer outlives the call; returns `st`.
-  Status abandon(Status st, comm::Exchange* ex);
-  // Pack this rank's K and V into a ring buffer.
-  Status pack_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, void* buf, void* stream);
-  // Views of a K/V ring buffer ([rows, 2, B, Hkv, D] in the input dtype) from row `row0`.
-  TensorRef kv_ref(void* buf, int which, int64_t row0) const;
+  // (the `n` exchanges `ex` and the gradient chunks) so that no transfer outlives the call;
+  // returns `st`.
+  Status abandon(Status st, comm::Exchange* ex, int n = 1);
 
   // The bytes of workspace a run of `op` needs (forward: `has_lse` says whether the caller
   // gives LSE).

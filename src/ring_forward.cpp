@@ -18,7 +18,6 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   stats_.steps = P;
   if (B == 0 || plan.max_rows() == 0) return RINGATTN_SUCCESS;
 
-  const size_t kv_row = static_cast<size_t>(2 * B * Hkv * D) * dtype_size(shape.dtype);
   const FwdLayout at = forward_layout(*cur_, lse != nullptr);
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
@@ -38,28 +37,29 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   set_call_problem(shape, cur_->opts, &call);
   call.counts = &stats_.kernels;
 
-  RINGATTN_RETURN_IF_ERROR(pack_kv(k, v, kv[0], stream));
+  KvBlock blk;  // the block of the current step: this rank's own first
+  RINGATTN_RETURN_IF_ERROR(own_kv(k, v, kv[0], &blk, stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
 
-  comm::Exchange ex;
-  int cur = 0;
+  comm::Exchange ex[2];  // K and V
+  int next = 1;          // the ring buffer the next step's block arrives in
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
     if (i + 1 < P) {
-      const Status st = start_kv(i, kv, cur, kv_row, &ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      const Status st = start_kv(i, blk, kv[next], ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
     }
     if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;
     int32_t visible = 0;
     for (int32_t c = 0; c < C; ++c) visible += plan.fwd_visible(i, c) ? 1 : 0;
     FwdParams keys = call;  // the step's key side
     keys.sk = plan.rows_of(src);
-    keys.k = kv_ref(kv[cur], 0, 0);
-    keys.v = kv_ref(kv[cur], 1, 0);
+    keys.k = kv_ref(blk, 0, keys.sk, 0);
+    keys.v = kv_ref(blk, 1, keys.sk, 0);
     if (kpack != nullptr && visible > 1 && !plan.head_chunks()) {
       const Status st =
           timed_compute([&] { return backend_->pack_forward_keys(keys, kpack, stream); });
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       keys.key_pack = kpack;
     }
     for (int32_t c = 0; c < C; ++c) {
@@ -75,14 +75,17 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
       const Status st = timed_compute([&] { return backend_->forward(p, stream); });
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
+      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
       chunk_init_[c] = 1;
-      progress(&ex, 1);
+      progress(ex, 2);
     }
     if (i + 1 < P) {
-      const Status st = wait(&ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, &ex);
-      cur = 1 - cur;
+      for (comm::Exchange& e : ex) {
+        const Status st = wait(&e);
+        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      }
+      blk = kv_block(kv[next]);
+      next = 1 - next;
     }
   }
   return timed_compute([&] {

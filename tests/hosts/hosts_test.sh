@@ -244,11 +244,14 @@ EOF
       bound=$((timeout_ms / 1000 + 10))
       less_than "$secs" "$bound" || fail "took $secs s after SIGSTOP (bound $bound s)"
       # The library's message from a neighbour, naming rank 2 as the peer it waited for; or,
-      # when the stop landed between two library calls (a loaded machine can let rank 2 finish
-      # its part of a call first), the tool's own bounded collective saying so.
+      # when the stop landed between two ring exchanges (a loaded machine can let rank 2 finish
+      # its part of a call first), a bounded collective saying so: the tool's own, or the
+      # agreement that starts the next one-shot call (an allgather: it cannot name the rank).
       if ! grep -E "did not finish within $timeout_ms ms" "$work/log" |
           grep -qE "(from|to) rank 2[,)]"; then
-        grep -qE "did not join .* within $timeout_ms ms" "$work/log" ||
+        bounded="did not join .* within $timeout_ms ms"
+        bounded+="|agreement .* did not finish within $timeout_ms ms"
+        grep -qE "$bounded" "$work/log" ||
           fail "no message naming rank 2, nor a bounded collective, within $timeout_ms ms"
       fi
     else
