@@ -499,7 +499,7 @@ def step_kernel_seconds(m: Machine, p: Problem, pas: str, r: int, s: int) -> flo
 # Bytes
 # ---------------------------------------------------------------------------------------------
 def kv_block_bytes(p: Problem) -> float:
-    """One K/V ring message (the block of one ring rank, both K and V, input dtype)."""
+    """The K/V of one ring step (the block of one ring rank, K and V messages, input dtype)."""
     b = DTYPE_BYTES[p.dtype]
     rows = p.S // p.R
     heads = max(p.Hkv // p.U, 1)  # replicated heads when Hkv < U
@@ -593,7 +593,7 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
         kv_t_net, g_t_net = kv_t, g_chunk_t
     msg = msg_overhead(m, p)
     if R > 1:
-        kv_t_net += msg
+        kv_t_net += 2 * msg  # K and V: two messages
         g_t_net += msg
     t0 = list(start) if start else [0.0] * R
     # The all-to-all before the ring (hybrid): serial, over the intra-group link.
@@ -706,10 +706,10 @@ def simulate_pass(m: Machine, p: Problem, pas: str, start: Optional[List[float]]
 
 
 def _messages(p: Problem, pas: str) -> int:
-    """Ring messages a rank waits for in one pass: K/V per step, and in the backward the
+    """Ring messages a rank waits for in one pass: K and V per step, and in the backward the
     accumulators chunk by chunk (one step behind, plus the last hop to the owner)."""
     steps = p.R - 1
-    return steps * (1 + (max(1, p.chunks) if pas == "bwd" else 0))
+    return steps * (2 + (max(1, p.chunks) if pas == "bwd" else 0))
 
 
 def _class_costs(m: Machine, p: Problem, pas: str, factor: float) -> Tuple[float, float, float]:

@@ -203,11 +203,12 @@ class PredictTest(unittest.TestCase):
         self.assertEqual(pm.share_efficiency(me, replace(p, P=6, S=4800)), 0.8)
         self.assertEqual(pm.share_efficiency(me, replace(p, P=3, S=4800)), 0.8)
         self.assertEqual(pm.share_efficiency(me, replace(p, P=2)), 1.0)  # a core per rank
-        # a shared-core message costs CPU time: 4 ranks x 3 messages x 1 ms over 2 cores
+        # a shared-core message costs CPU time: 4 ranks x 3 steps x 2 messages (K, V) x 1 ms
+        # over 2 cores
         mm = machine(cores=2, msg_overhead_shared={4: 1e-3}, msg_overhead_s=5.0)
-        self.assertAlmostEqual(pm.predict(mm, p).time_s, t0 + 4 * 3 * 1e-3 / 2, delta=1e-9)
+        self.assertAlmostEqual(pm.predict(mm, p).time_s, t0 + 4 * 3 * 2 * 1e-3 / 2, delta=1e-9)
         self.assertEqual(pm.msg_overhead(mm, replace(p, P=2)), 5.0)  # not oversubscribed
-        self.assertEqual(pm._messages(replace(p, mode="bwd"), "bwd"), 3 * 5)
+        self.assertEqual(pm._messages(replace(p, mode="bwd"), "bwd"), 3 * 6)
 
     def test_cpu_copies_do_not_overlap(self):
         W = 1e8
