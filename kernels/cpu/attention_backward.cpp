@@ -7,11 +7,10 @@
 // receive contributions from every key tile: each thread adds into its own float32 dQ buffer and
 // the buffers are summed in thread order afterwards; one thread adding into float32 dQ (the ring's
 // accumulator) adds its products straight into it instead, so that a call touching few query rows
-// costs nothing for the others. Key tiles are dealt to threads
-// statically, so the result is bitwise reproducible for a fixed thread count. Calls that share
-// their query rows (the ring's key chunks and steps) can take the query side packed once for all
-// groups (pack_backward_queries), by the same routine, so their results are bitwise those of
-// unpacked calls.
+// costs nothing for the others. Key tiles are dealt to threads statically, so the result is
+// bitwise reproducible for a fixed thread count. Calls that share their query rows (the ring's key
+// chunks and steps) can take the query side packed once for all groups (pack_backward_queries), by
+// the same routine, so their results are bitwise those of unpacked calls.
 //
 // Tiles are computed transposed (key rows x query columns): S^T = K Q^T puts the query index on
 // the vector lanes, where LSE and Delta are per-lane loads, and makes dV += P^T dO and
