@@ -55,8 +55,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
   const bool overwrite = backend_->backward_overwrites_kv();
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
-  char* kv[2] = {ws, ws + kv_bytes};
-  char* p0 = ws + 2 * kv_bytes;
+  char* p0 = ws + 2 * kv_bytes;  // after the two K/V ring buffers
   // [B, Hq, S, D]: a tile's dQ rows are contiguous (rows Hq * D floats apart alias in cache).
   const TensorRef dq_acc{p0, kF32, S * Hq * D, D, S * D};
   const RowStatRef delta{reinterpret_cast<float*>(p0 + dq_bytes), Hq * S, S};
@@ -105,19 +104,18 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
     return backend_->convert(1, slot_rows, slot_heads, D, zero,
                              TensorRef{grad[1], kF32, 0, slot_heads * D, D}, stream);
   }));
-  KvBlock blk;  // the block of the current step: this rank's own first
-  RINGATTN_RETURN_IF_ERROR(own_kv(k, v, kv[0], &blk, stream));
+  KvSteps kv;
+  RINGATTN_RETURN_IF_ERROR(begin_kv(k, v, ws, &kv, stream));
 
   const int next = (me + 1) % P, prev = (me - 1 + P) % P;
-  comm::Exchange ex[2];  // K and V
-  int recv_buf = 1;      // the ring buffer the next step's block arrives in
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
+    const int64_t src_rows = plan.rows_of(src);
     const int a = i % 2;                       // accumulators in flight of this step's block
     char* const acc = i == 0 ? own : grad[a];  // where this step's contributions go
     if (i + 1 < P) {
-      const Status st = start_kv(i, blk, kv[recv_buf], ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      const Status st = start_kv(i, &kv);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
     }
     if (!plan.step_visible_bwd(i)) ++stats_.steps_skipped;
     for (int32_t c = 0; c < C; ++c) {
@@ -125,15 +123,15 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       const HeadRange hr = plan.kv_heads(c, Hkv);
       if (i > 1) {  // the accumulator of this chunk arrived from the previous rank
         const Status st = wait(&chunk_ex_[c]);
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+        if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       }
       const bool first = i < 2 && overwrite;  // this call starts the accumulator
       if (plan.bwd_visible(i, c)) {
         BwdParams p = qside;
         p.overwrite_kv = first;
         p.sk = kc.rows;
-        p.k = kv_ref(blk, 0, plan.rows_of(src), kc.row0);
-        p.v = kv_ref(blk, 1, plan.rows_of(src), kc.row0);
+        p.k = kv_ref(kv.cur, 0, src_rows, kc.row0);
+        p.v = kv_ref(kv.cur, 1, src_rows, kc.row0);
         p.dk = grad_ref(acc, 0, c);
         p.dv = grad_ref(acc, 1, c);
         p.k_pos = plan.map(kc);
@@ -149,13 +147,13 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
               static_cast<const char*>(p.query_pack) + qpack_head * static_cast<size_t>(hr.h0);
         }
         const Status st = timed_compute([&] { return backend_->backward(p, stream); });
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+        if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       } else if (first && kc.rows > 0) {
         const Status st = timed_compute([&] {
           return backend_->convert(1, kc.rows * 2 * B, hr.count, D, zero,
                                    TensorRef{slot(acc, c), kF32, 0, hr.count * D, D}, stream);
         });
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+        if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       }
       if (i > 0) {
         // Forward this chunk's accumulators; receive the same chunk of the next step's block
@@ -165,25 +163,21 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
         const size_t recv = chunk_bytes(c, plan.k_chunk(nsrc, c).rows);
         const Status st = start(slot(grad[a], c), send, next, slot(grad[1 - a], c), recv, prev,
                                 kTagGrad + c, &chunk_ex_[c]);
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+        if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       }
-      progress(ex, 2);
+      progress(kv.ex, 2);
       progress(chunk_ex_.data(), C);
     }
     if (i + 1 < P) {
-      for (comm::Exchange& e : ex) {
-        const Status st = wait(&e);
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
-      }
-      blk = kv_block(kv[recv_buf]);
-      recv_buf = 1 - recv_buf;
+      const Status st = next_kv(&kv);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
     }
   }
   char* const others = grad[P % 2];  // the other ranks' contributions to this rank's block
   for (int32_t c = 0; c < C; ++c) {
     if (P > 1) {
       const Status st = wait(&chunk_ex_[c]);
-      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
     }
     const RowChunk& kc = plan.k_chunk(me, c);
     if (kc.rows == 0) continue;
@@ -202,7 +196,7 @@ Status RingContext::run_backward(const ringattn_tensor_t* q, const ringattn_tens
       }
       return RINGATTN_SUCCESS;
     });
-    if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+    if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
   }
   return timed_compute(
       [&] { return backend_->convert(B, S, Hq, D, dq_acc, tensor_ref(*dq, packed), stream); });

@@ -157,36 +157,6 @@ Status RingContext::start(const void* send, size_t send_bytes, int dst, void* re
   return st == RINGATTN_SUCCESS ? st : transport_error(st);
 }
 
-Status RingContext::start_kv(int32_t i, const KvBlock& send, char* recv, comm::Exchange ex[2]) {
-  const RingPlan& plan = cur_->plan;
-  const AttnShape& sh = cur_->ring;
-  const int P = plan.world(), me = ring_->rank();
-  const size_t row = static_cast<size_t>(sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
-  const size_t send_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * row;
-  const size_t recv_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * row;
-  const KvBlock to = kv_block(recv);
-  for (int which = 0; which < 2; ++which) {
-    RINGATTN_RETURN_IF_ERROR(start(which == 0 ? send.k : send.v, send_bytes, (me + 1) % P,
-                                   const_cast<char*>(which == 0 ? to.k : to.v), recv_bytes,
-                                   (me - 1 + P) % P, kTagKv + which, &ex[which],
-                                   /*relay=*/i > 0));
-  }
-  return RINGATTN_SUCCESS;
-}
-
-Status RingContext::wait(comm::Exchange* ex) {
-  const double t0 = ring_now();
-  const Status st = ring_->wait(ex);
-  stats_.comm_wait_seconds += ring_now() - t0;
-  return st == RINGATTN_SUCCESS ? st : transport_error(st);
-}
-
-void RingContext::progress(comm::Exchange* exs, int n) {
-  const double t0 = ring_now();
-  for (int i = 0; i < n; ++i) ring_->progress(&exs[i]);
-  stats_.comm_wait_seconds += ring_now() - t0;
-}
-
 namespace {
 
 // Bytes of one half (K or V) of a K/V ring buffer: [B, max_rows, Hkv, D] in the input dtype.
@@ -203,34 +173,77 @@ bool dense_block(const TensorRef& t, int64_t batch, int64_t rows, int64_t h, int
 
 }  // namespace
 
+Status RingContext::start_kv(int32_t i, KvSteps* s) {
+  const RingPlan& plan = cur_->plan;
+  const AttnShape& sh = cur_->ring;
+  const int P = plan.world(), me = ring_->rank();
+  const size_t row = static_cast<size_t>(sh.batch * sh.hkv * sh.d) * dtype_size(sh.dtype);
+  const size_t send_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i))) * row;
+  const size_t recv_bytes = static_cast<size_t>(plan.rows_of(plan.step_source(i + 1))) * row;
+  char* const to = s->buf[s->next];
+  for (int which = 0; which < 2; ++which) {
+    RINGATTN_RETURN_IF_ERROR(start(s->cur.kv[which], send_bytes, (me + 1) % P,
+                                   to + which * kv_half_bytes(*cur_), recv_bytes, (me - 1 + P) % P,
+                                   kTagKv + which, &s->ex[which], /*relay=*/i > 0));
+  }
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::next_kv(KvSteps* s) {
+  for (comm::Exchange& e : s->ex) RINGATTN_RETURN_IF_ERROR(wait(&e));
+  s->cur = kv_block(s->buf[s->next]);
+  s->next = 1 - s->next;
+  return RINGATTN_SUCCESS;
+}
+
+Status RingContext::wait(comm::Exchange* ex) {
+  const double t0 = ring_now();
+  const Status st = ring_->wait(ex);
+  stats_.comm_wait_seconds += ring_now() - t0;
+  return st == RINGATTN_SUCCESS ? st : transport_error(st);
+}
+
+void RingContext::progress(comm::Exchange* exs, int n) {
+  const double t0 = ring_now();
+  for (int i = 0; i < n; ++i) ring_->progress(&exs[i]);
+  stats_.comm_wait_seconds += ring_now() - t0;
+}
+
 RingContext::KvBlock RingContext::kv_block(char* buf) const {
-  return KvBlock{buf, buf + kv_half_bytes(*cur_)};
+  KvBlock b;
+  b.kv[0] = buf;
+  b.kv[1] = buf + kv_half_bytes(*cur_);
+  return b;
 }
 
 TensorRef RingContext::kv_ref(const KvBlock& blk, int which, int64_t rows, int64_t row0) const {
   const AttnShape& sh = cur_->ring;
   const int64_t H = sh.hkv, D = sh.d;
-  const char* base = which == 0 ? blk.k : blk.v;
+  const char* base = blk.kv[which];
   return TensorRef{
       const_cast<char*>(base) + row0 * H * D * static_cast<int64_t>(dtype_size(sh.dtype)), sh.dtype,
       rows * H * D, H * D, D};
 }
 
-Status RingContext::own_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* buf,
-                           KvBlock* own, void* stream) {
+Status RingContext::begin_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* bufs,
+                             KvSteps* s, void* stream) {
   const AttnShape& sh = cur_->ring;
+  s->buf[0] = bufs;
+  s->buf[1] = bufs + 2 * kv_half_bytes(*cur_);
+  s->next = 1;
   const TensorRef kr = tensor_ref(*k, sh.packed), vr = tensor_ref(*v, sh.packed);
   if (dense_block(kr, sh.batch, sh.seq, sh.hkv, sh.d) &&
       dense_block(vr, sh.batch, sh.seq, sh.hkv, sh.d)) {
-    *own = KvBlock{static_cast<const char*>(k->data), static_cast<const char*>(v->data)};
+    s->cur.kv[0] = static_cast<const char*>(k->data);
+    s->cur.kv[1] = static_cast<const char*>(v->data);
     return RINGATTN_SUCCESS;
   }
-  *own = kv_block(buf);
+  s->cur = kv_block(s->buf[0]);
   if (sh.seq == 0 || sh.batch == 0) return RINGATTN_SUCCESS;
   return timed_compute([&] {
-    RINGATTN_RETURN_IF_ERROR(
-        backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, kr, kv_ref(*own, 0, sh.seq, 0), stream));
-    return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, vr, kv_ref(*own, 1, sh.seq, 0),
+    RINGATTN_RETURN_IF_ERROR(backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, kr,
+                                               kv_ref(s->cur, 0, sh.seq, 0), stream));
+    return backend_->convert(sh.batch, sh.seq, sh.hkv, sh.d, vr, kv_ref(s->cur, 1, sh.seq, 0),
                              stream);
   });
 }

@@ -196,23 +196,34 @@ class RingContext {
   // (Transport::start_relay).
   Status start(const void* send, size_t send_bytes, int dst, void* recv, size_t recv_bytes, int src,
                int tag, comm::Exchange* ex, bool relay = false);
-  // K and V of one block, each [B, rows, Hkv, D] in the input dtype and dense: the halves of a
-  // ring buffer, or this rank's own block straight from the caller's tensors where they are dense
-  // (sent and read without a copy).
+  // K and V of one block (kv[0] = K, kv[1] = V), each [B, rows, Hkv, D] in the input dtype and
+  // dense: the halves of a ring buffer, or this rank's own block straight from the caller's
+  // tensors where they are dense (sent and read without a copy).
   struct KvBlock {
-    const char* k = nullptr;
-    const char* v = nullptr;
+    const char* kv[2] = {nullptr, nullptr};
+  };
+  // The K/V side of a ring pass: the block of the current step, the two ring buffers, the one the
+  // next step's block arrives in, and its two messages (K, V) in flight.
+  struct KvSteps {
+    char* buf[2] = {nullptr, nullptr};
+    int next = 1;
+    KvBlock cur;
+    comm::Exchange ex[2];
   };
   // The halves of ring buffer `buf`.
   KvBlock kv_block(char* buf) const;
-  // This rank's block: the caller's K and V where both are dense, else copied into `buf`.
-  Status own_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* buf, KvBlock* own,
-                void* stream);
-  // Start step i's K/V exchange (i + 1 < world), K and V as two messages: `send` (the block of
-  // step i) goes to the next rank while the block of step i + 1 arrives in ring buffer `recv`
-  // from the previous one. From step 1 on the block sent is the one received at the previous
-  // step, unchanged (relay).
-  Status start_kv(int32_t i, const KvBlock& send, char* recv, comm::Exchange ex[2]);
+  // A pass's K/V side over the layout's two ring buffers at `bufs` (kv_bytes each), starting
+  // with this rank's own block: the caller's K and V where both are dense, else copied into the
+  // first buffer.
+  Status begin_kv(const ringattn_tensor_t* k, const ringattn_tensor_t* v, char* bufs, KvSteps* s,
+                  void* stream);
+  // Start step i's K/V exchange (i + 1 < world), K and V as two messages: the current block goes
+  // to the next rank while the block of step i + 1 arrives in the next ring buffer from the
+  // previous one. From step 1 on the block sent is the one received at the previous step,
+  // unchanged (relay).
+  Status start_kv(int32_t i, KvSteps* s);
+  // Finish the exchange started by start_kv; the block that arrived becomes the current one.
+  Status next_kv(KvSteps* s);
   // K (which = 0) or V (1) of a block of `rows` rows, from row `row0`.
   TensorRef kv_ref(const KvBlock& blk, int which, int64_t rows, int64_t row0) const;
   Status transport_error(Status st);

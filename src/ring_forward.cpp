@@ -21,7 +21,6 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   const FwdLayout at = forward_layout(*cur_, lse != nullptr);
   char* ws = nullptr;
   RINGATTN_RETURN_IF_ERROR(workspace(at.total, &ws));
-  char* kv[2] = {ws, ws + at.kv_bytes};
   float* o32 = reinterpret_cast<float*>(ws + 2 * at.kv_bytes);
   const TensorRef o_acc{o32, kF32, S * Hq * D, Hq * D, D};
   // The caller's LSE is float32 already: accumulate in place.
@@ -37,29 +36,27 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
   set_call_problem(shape, cur_->opts, &call);
   call.counts = &stats_.kernels;
 
-  KvBlock blk;  // the block of the current step: this rank's own first
-  RINGATTN_RETURN_IF_ERROR(own_kv(k, v, kv[0], &blk, stream));
+  KvSteps kv;
+  RINGATTN_RETURN_IF_ERROR(begin_kv(k, v, ws, &kv, stream));
   for (int32_t c = 0; c < C; ++c) chunk_init_[c] = 0;
 
-  comm::Exchange ex[2];  // K and V
-  int next = 1;          // the ring buffer the next step's block arrives in
   for (int32_t i = 0; i < P; ++i) {
     const int32_t src = plan.step_source(i);
     if (i + 1 < P) {
-      const Status st = start_kv(i, blk, kv[next], ex);
-      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      const Status st = start_kv(i, &kv);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
     }
     if (!plan.step_visible_fwd(i)) ++stats_.steps_skipped;
     int32_t visible = 0;
     for (int32_t c = 0; c < C; ++c) visible += plan.fwd_visible(i, c) ? 1 : 0;
     FwdParams keys = call;  // the step's key side
     keys.sk = plan.rows_of(src);
-    keys.k = kv_ref(blk, 0, keys.sk, 0);
-    keys.v = kv_ref(blk, 1, keys.sk, 0);
+    keys.k = kv_ref(kv.cur, 0, keys.sk, 0);
+    keys.v = kv_ref(kv.cur, 1, keys.sk, 0);
     if (kpack != nullptr && visible > 1 && !plan.head_chunks()) {
       const Status st =
           timed_compute([&] { return backend_->pack_forward_keys(keys, kpack, stream); });
-      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       keys.key_pack = kpack;
     }
     for (int32_t c = 0; c < C; ++c) {
@@ -75,17 +72,13 @@ Status RingContext::run_forward(const ringattn_tensor_t* q, const ringattn_tenso
       p.k_pos = plan.block_map(src);
       p.out_mode = chunk_init_[c] ? kOutMergeF32 : kOutPartialF32;
       const Status st = timed_compute([&] { return backend_->forward(p, stream); });
-      if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
       chunk_init_[c] = 1;
-      progress(ex, 2);
+      progress(kv.ex, 2);
     }
     if (i + 1 < P) {
-      for (comm::Exchange& e : ex) {
-        const Status st = wait(&e);
-        if (st != RINGATTN_SUCCESS) return abandon(st, ex, 2);
-      }
-      blk = kv_block(kv[next]);
-      next = 1 - next;
+      const Status st = next_kv(&kv);
+      if (st != RINGATTN_SUCCESS) return abandon(st, kv.ex, 2);
     }
   }
   return timed_compute([&] {
